@@ -1,0 +1,76 @@
+"""Image loading with VGGT's official preprocessing (``vggt.utils.load_fn.load_and_preprocess_images``).
+
+crop mode: width -> size, height -> round(h * size / w / 14) * 14, bicubic resize,
+           centre-crop the height to ``size`` if larger.
+pad mode:  longer side -> size, the other rounded to a multiple of 14, then padded
+           with white (1.0) to size x size.
+RGBA is composited onto white. Mixed shapes are padded (white) to the largest.
+Returns [N, 3, H, W] float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+PATCH = 14
+
+
+def _open_rgb(source) -> Image.Image:
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"Image {path} does not exist")
+        try:
+            img = Image.open(path)
+            img.load()
+        except OSError as exc:
+            raise ValueError(f"Could not read image {path}: {exc}; is it a valid PNG/JPEG file?") from exc
+    if img.mode == "RGBA":
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
+    return img.convert("RGB")
+
+
+def _pad_white(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    dh, dw = height - img.shape[1], width - img.shape[2]
+    if dh <= 0 and dw <= 0:
+        return img
+    top, left = dh // 2, dw // 2
+    return F.pad(img, (left, dw - left, top, dh - top), mode="constant", value=1.0)
+
+
+def load_and_preprocess_images(paths, mode: str = "crop", size: int = 518) -> torch.Tensor:
+    """Load image files (or PIL images) as a VGGT input batch [N, 3, H, W] in [0, 1]."""
+    if isinstance(paths, (str, Path, Image.Image)):
+        paths = [paths]
+    if len(paths) == 0:
+        raise ValueError("At least 1 image is required")
+    if mode not in ("crop", "pad"):
+        raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
+    if size % PATCH:
+        raise ValueError(f"size must be a multiple of the patch size {PATCH}, got {size}")
+    images = []
+    for source in paths:
+        img = _open_rgb(source)
+        w, h = img.size
+        if mode == "pad" and h > w:
+            new_h, new_w = size, round(w * size / h / PATCH) * PATCH
+        else:
+            new_w, new_h = size, round(h * size / w / PATCH) * PATCH
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        tensor = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        if mode == "crop" and new_h > size:
+            top = (new_h - size) // 2
+            tensor = tensor[:, top : top + size]
+        if mode == "pad":
+            tensor = _pad_white(tensor, size, size)
+        images.append(tensor)
+    height = max(t.shape[1] for t in images)
+    width = max(t.shape[2] for t in images)
+    return torch.stack([_pad_white(t, height, width) for t in images]).contiguous()
