@@ -46,6 +46,41 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _load_for_eval(args):
+    """The model to evaluate and its row label: ``--checkpoint`` (a save_checkpoint file) wins over
+    ``--model`` (a shipped pretrained name). Extend here for other checkpoint formats."""
+    from pathlib import Path
+
+    from .model import CheckpointError, load_model, load_pretrained
+
+    try:
+        if args.checkpoint is not None:
+            path = Path(args.checkpoint)
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint {path} does not exist")
+            return load_model(path), path.stem
+        return load_pretrained(args.model), args.model
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def cmd_eval(args) -> int:
+    """Evaluate a model on rendered test scenes; print a markdown table (model + baselines)."""
+    from .evaluate import evaluate, format_table, save_json
+
+    torch.set_num_threads(args.threads)
+    model, label = _load_for_eval(args)
+    results = evaluate(model, num_scenes=args.scenes, num_frames=args.frames, seed=args.seed,
+                       split=args.split, image_size=args.image_size, progress=not args.no_progress,
+                       baselines=not args.no_baselines)
+    print(f"{label}: {results['num_scenes']} {results['split']} scenes (indices {args.seed}.."
+          f"{args.seed + args.scenes - 1}) x {results['num_frames']} frames at {results['image_size']} px")
+    print(format_table({label: results}))
+    if args.json is not None:
+        print(f"wrote {save_json({'model': label, **results}, args.json)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qvggt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,11 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-frames", dest="max_frames", type=int)
     tr.add_argument("--lr", type=float)
     tr.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    tr.add_argument("--decay-fraction", dest="decay_fraction", type=float)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--out-dir", dest="out_dir")
     tr.add_argument("--threads", type=int)
     tr.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="pose / depth / point metrics on rendered test scenes, with baselines")
+    ev.add_argument("--model", default="tiny", help="shipped pretrained name (tiny)")
+    ev.add_argument("--checkpoint", default=None, help="a file written by save_checkpoint (overrides --model)")
+    ev.add_argument("--scenes", type=int, default=32)
+    ev.add_argument("--frames", type=int, default=8)
+    ev.add_argument("--seed", type=int, default=0,
+                    help="first scene index; scenes seed..seed+scenes-1 (multiples of --scenes are disjoint)")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--image-size", dest="image_size", type=int, default=None,
+                    help="default: the model's img_size")
+    ev.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ev.add_argument("--threads", type=int, default=2)
+    ev.add_argument("--no-baselines", dest="no_baselines", action="store_true")
+    ev.add_argument("--no-progress", dest="no_progress", action="store_true")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

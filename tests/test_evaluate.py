@@ -1,0 +1,135 @@
+"""qvggt_lib.evaluate and `qvggt eval` on a randomly initialised tiny model (small, fast scenes)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from qvggt_lib import evaluate as ev
+from qvggt_lib.cli import main
+from qvggt_lib.model import build_vggt, save_checkpoint
+
+SMALL = {"num_scenes": 2, "num_frames": 3, "image_size": 56, "progress": False}
+SCALAR_KEYS = {"num_scenes", "num_frames", "seed"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_vggt("tiny", seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def results(model):
+    return ev.evaluate(model, **SMALL)
+
+
+def test_metric_keys_present_and_finite(results):
+    assert set(ev.METRIC_KEYS) | SCALAR_KEYS | {"baselines", "per_scene"} <= set(results)
+    for key in ev.METRIC_KEYS:
+        assert math.isfinite(results[key]), key
+    assert (results["num_scenes"], results["num_frames"], results["seed"]) == (2, 3, 0)
+    assert 0 <= results["auc3"] <= results["auc5"] <= results["auc15"] <= results["auc30"] <= 100
+    assert [scene["index"] for scene in results["per_scene"]] == [0, 1]
+    for key in ev.METRIC_KEYS:
+        assert results[key] == pytest.approx(np.mean([s[key] for s in results["per_scene"]]))
+
+
+def test_deterministic(model, results):
+    again = ev.evaluate(model, **SMALL)
+    assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)
+
+
+def test_trivial_baseline(results):
+    baseline = results["baselines"]["trivial"]
+    assert set(baseline) == set(ev.METRIC_KEYS)
+    assert all(math.isfinite(baseline[key]) for key in ev.METRIC_KEYS)
+    # zero translations have no direction: 90 degrees off by convention, so no pose accuracy
+    assert baseline["auc30"] == 0 and baseline["rta30"] == 0
+    assert 0 < baseline["depth_abs_rel"] and 0 <= baseline["depth_delta1"] < 1
+
+
+def test_no_baselines(model):
+    assert ev.evaluate(model, **{**SMALL, "num_scenes": 1}, baselines=False)["baselines"] == {}
+
+
+def test_perfect_prediction_scores_perfectly(model, monkeypatch):
+    """Feeding the ground truth through the same pipeline gives AUC 100, AbsRel 0, Acc 0."""
+    from qvggt_lib.data import render_split
+
+    def ground_truth(_model, images):
+        for index in range(SMALL["num_scenes"]):
+            gt = render_split("test", index, num_frames=SMALL["num_frames"], image_size=SMALL["image_size"])
+            if np.array_equal(gt["images"], images):
+                return {k: gt[k] for k in ("extrinsics", "intrinsics", "depth", "world_points")}
+        raise AssertionError("unexpected scene")
+
+    monkeypatch.setattr(ev, "predict_scene", ground_truth)
+    perfect = ev.evaluate(model, **SMALL, baselines=False)
+    for key in ("auc30", "auc15", "auc5", "auc3", "rra30", "rta30"):
+        assert perfect[key] == pytest.approx(100.0), key
+    assert perfect["depth_abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert perfect["depth_delta1"] == pytest.approx(1.0)
+    assert perfect["point_acc"] == pytest.approx(0.0, abs=1e-4)
+    assert perfect["point_comp"] == pytest.approx(0.0, abs=1e-4)
+    assert perfect["point_nc"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_scene_shapes(model):
+    images = np.random.default_rng(0).random((2, 3, 28, 42), dtype=np.float32)
+    model.train()
+    pred = ev.predict_scene(model, images)
+    assert model.training  # the mode is restored
+    model.eval()
+    shapes = {k: v.shape for k, v in pred.items()}
+    assert shapes == {
+        "extrinsics": (2, 3, 4), "intrinsics": (2, 3, 3), "depth": (2, 28, 42),
+        "depth_conf": (2, 28, 42), "world_points": (2, 28, 42, 3), "world_points_conf": (2, 28, 42),
+    }
+    assert pred["intrinsics"][0, 0, 2] == pytest.approx(21) and pred["intrinsics"][0, 1, 2] == pytest.approx(14)
+
+
+def test_format_table(results):
+    table = ev.format_table(results)
+    lines = table.splitlines()
+    for header in ("AUC@30", "AUC@15", "AUC@5", "AUC@3", "RRA@30", "RTA@30", "AbsRel", "δ1",
+                   "Acc", "Comp", "NC"):
+        assert header in lines[0]
+    assert lines[2].startswith("| model |") and lines[3].startswith("| trivial baseline |")
+    two = ev.format_table({"fp32": results, "w4a8": results})
+    assert [line.split("|")[1].strip() for line in two.splitlines()[2:]] == ["fp32", "w4a8", "trivial baseline"]
+
+
+def test_save_json_roundtrip(results, tmp_path):
+    path = ev.save_json({**results, "nan": float("nan"), "np": np.float32(1.5)}, tmp_path / "a" / "r.json")
+    loaded = json.loads(path.read_text())
+    assert loaded["nan"] is None and loaded["np"] == 1.5 and loaded["auc30"] == results["auc30"]
+
+
+def test_cli_eval_checkpoint(tmp_path, capsys):
+    checkpoint = save_checkpoint(build_vggt("tiny", seed=1), tmp_path / "random.safetensors")
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--checkpoint", str(checkpoint), "--scenes", "1", "--frames", "2", "--seed", "3",
+               "--image-size", "56", "--json", str(out), "--threads", "1", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "AUC@30" in printed and "| random |" in printed and "trivial baseline" in printed
+    data = json.loads(out.read_text())
+    assert set(ev.METRIC_KEYS) | SCALAR_KEYS | {"baselines"} <= set(data)
+    assert (data["num_scenes"], data["num_frames"], data["seed"]) == (1, 2, 3)
+    assert set(data["baselines"]["trivial"]) == set(ev.METRIC_KEYS)
+
+
+def test_bad_split_or_range(model):
+    with pytest.raises(ValueError, match="unknown split"):
+        ev.evaluate(model, split="val", **SMALL)
+    with pytest.raises(ValueError, match="outside"):
+        ev.evaluate(model, seed=-1, **SMALL)
+
+
+def test_cli_eval_missing_checkpoint(tmp_path, capsys):
+    rc = main(["eval", "--checkpoint", str(tmp_path / "nope.safetensors"), "--scenes", "1"])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
