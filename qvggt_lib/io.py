@@ -1,6 +1,6 @@
 """Image loading with VGGT's official preprocessing (``vggt.utils.load_fn.load_and_preprocess_images``).
 
-crop mode: width -> size, height -> round(h * size / w / 14) * 14, bicubic resize,
+crop mode: width -> size, height -> round(h * (size / w) / 14) * 14, bicubic resize,
            centre-crop the height to ``size`` if larger.
 pad mode:  longer side -> size, the other rounded to a multiple of 14, then padded
            with white (1.0) to size x size.
@@ -59,10 +59,12 @@ def load_and_preprocess_images(paths, mode: str = "crop", size: int = 518) -> to
     for source in paths:
         img = _open_rgb(source)
         w, h = img.size
+        # Same float expression order as upstream, h * (size / w), not h * size / w: the two
+        # round differently when the exact value is a .5 tie (e.g. 222x219 -> 518 vs 504 rows).
         if mode == "pad" and h > w:
-            new_h, new_w = size, round(w * size / h / PATCH) * PATCH
+            new_h, new_w = size, round(w * (size / h) / PATCH) * PATCH
         else:
-            new_w, new_h = size, round(h * size / w / PATCH) * PATCH
+            new_w, new_h = size, round(h * (size / w) / PATCH) * PATCH
         img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
         tensor = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         if mode == "crop" and new_h > size:
