@@ -1,0 +1,55 @@
+"""qvggt_kernels: Triton kernels for W4A4 / W8A8 inference of VGGT on Hopper.
+
+Each module is a lesson (docstring with the math and a cost estimate, the kernel, a
+wrapper, a pure-torch ``*_reference`` and ``get_autotune_configs()``):
+
+* ``pack``      -- ``pack_int4`` / ``unpack_int4``: two signed nibbles per byte.
+* ``fwht``      -- ``fwht``: orthonormal fast Walsh-Hadamard transform.
+* ``act_quant`` -- ``quantize_per_token``: per-token quantization, optional fused rotation.
+* ``gemm``      -- ``w4a4_matmul`` / ``w8a8_matmul``: int8 tensor-core GEMMs, int32 accumulation.
+* ``bench``     -- ``python -m qvggt_kernels.bench``: per-GEMM benchmark at VGGT-1B shapes.
+
+Every public function takes ``backend="auto" | "triton" | "torch"``. ``auto`` runs Triton
+when a tensor is on CUDA or ``TRITON_INTERPRET=1`` is set, and the torch reference
+otherwise. ``backend="triton"`` on CPU tensors uses Triton's interpreter.
+
+Typical W4A4 linear layer::
+
+    # offline, once: rotate the weight rows (W H), quantize per output channel, pack
+    w_q, w_scale = quantize_per_token(weight, 4, hadamard=True)
+    w_packed = pack_int4(w_q)
+    # online, per token: rotate (x H) and quantize; (x H)(W H)^T = x W^T since H H^T = I
+    x_q, x_scale = quantize_per_token(x, 4, hadamard=True)
+    y = w4a4_matmul(x_q, x_scale, w_packed, w_scale, bias, out_dtype=torch.bfloat16)
+"""
+
+from ._dispatch import BACKENDS, HAS_TRITON, _use_triton
+from .act_quant import quantize_per_token, quantize_per_token_reference
+from .fwht import fwht, fwht_reference
+from .gemm import (
+    int_matmul_reference,
+    w4a4_matmul,
+    w4a4_matmul_reference,
+    w8a8_matmul,
+    w8a8_matmul_reference,
+)
+from .pack import pack_int4, pack_int4_reference, unpack_int4, unpack_int4_reference
+
+__all__ = [
+    "BACKENDS",
+    "HAS_TRITON",
+    "_use_triton",
+    "fwht",
+    "fwht_reference",
+    "int_matmul_reference",
+    "pack_int4",
+    "pack_int4_reference",
+    "quantize_per_token",
+    "quantize_per_token_reference",
+    "unpack_int4",
+    "unpack_int4_reference",
+    "w4a4_matmul",
+    "w4a4_matmul_reference",
+    "w8a8_matmul",
+    "w8a8_matmul_reference",
+]

@@ -1,0 +1,200 @@
+"""quantize_per_token: semantics, Triton vs reference, zero rows, rounding, errors."""
+
+import math
+
+import pytest
+import qvggt_kernels as qk
+import scipy.linalg
+import torch
+from qvggt_kernels._dispatch import _use_triton
+
+needs_triton = pytest.mark.skipif(not qk.HAS_TRITON, reason="triton is not installed")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
+
+
+def random_smooth(k, device=DEVICE):
+    """Positive magnitudes with random signs, as when a random Hadamard is folded in."""
+    sign = torch.where(torch.rand(k) < 0.5, -1.0, 1.0)
+    return ((torch.rand(k) + 0.25) * sign).to(device)
+
+
+# ---------------------------------------------------------------------------------------
+# The reference implements the documented formula
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [4, 8])
+def test_reference_semantics(bits):
+    x = torch.randn(6, 64) * 4
+    smooth = random_smooth(64, "cpu")
+    q, scale = qk.quantize_per_token_reference(x, bits, hadamard=True, smooth=smooth)
+    h = torch.tensor(scipy.linalg.hadamard(64), dtype=torch.float64) / 8.0
+    y = (x.double() @ h) / smooth.double()
+    qmax = 2 ** (bits - 1) - 1
+    torch.testing.assert_close(scale.double(), y.abs().amax(1) / qmax, rtol=1e-6, atol=0)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert int(q.abs().max()) == qmax  # the max-magnitude entry maps to +-qmax
+    # round to nearest: dequantization error at most half a step (+ fp slack)
+    err = (q.double() * scale.double()[:, None] - y).abs()
+    assert bool((err <= scale.double()[:, None] * (0.5 + 1e-5)).all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_round_half_to_even(backend):
+    # amax = 7 and bits = 4 -> scale = 1, so y / scale hits exact halves
+    x = torch.tensor([[7.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5]], device=DEVICE)
+    q, scale = qk.quantize_per_token(x, 4, backend=backend)
+    assert scale.tolist() == [1.0]
+    assert q.tolist() == [[7, 0, 2, 2, 0, -2, -2, 4]]
+
+
+# ---------------------------------------------------------------------------------------
+# Triton kernel vs reference
+# ---------------------------------------------------------------------------------------
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "m,k,dtype,bits,use_smooth",
+    [
+        (37, 64, F32, 4, False),
+        (37, 64, BF16, 4, True),
+        (1, 100, F16, 8, True),  # K not a power of two: masked columns
+        (5, 4096, BF16, 4, False),
+        (5, 4096, F32, 8, True),
+        (3, 1, F32, 4, False),
+    ],
+)
+def test_triton_bit_exact_without_hadamard(m, k, dtype, bits, use_smooth):
+    x = (torch.randn(m, k, device=DEVICE) * 3).to(dtype)
+    smooth = random_smooth(k) if use_smooth else None
+    q, scale = qk.quantize_per_token(x, bits, smooth=smooth, backend="triton")
+    q_ref, scale_ref = qk.quantize_per_token_reference(x, bits, smooth=smooth)
+    assert q.dtype == torch.int8 and q.shape == (m, k) and scale.shape == (m,)
+    assert torch.equal(scale, scale_ref)
+    assert torch.equal(q, q_ref)
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "m,k,dtype,use_smooth",
+    [
+        (37, 64, F32, False),
+        (9, 16, BF16, True),
+        (2, 1024, F32, True),
+        (3, 4096, F16, True),
+        (3, 4096, BF16, False),
+    ],
+)
+def test_triton_with_hadamard(m, k, dtype, use_smooth):
+    x = (torch.randn(m, k, device=DEVICE) * 3).to(dtype)
+    smooth = random_smooth(k) if use_smooth else None
+    q, scale = qk.quantize_per_token(x, 4, hadamard=True, smooth=smooth, backend="triton")
+    q_ref, scale_ref = qk.quantize_per_token_reference(x, 4, hadamard=True, smooth=smooth)
+    # the FWHT sums in another order: scales agree to fp32 rounding and a q may flip by
+    # one step when y / scale lands within rounding of a .5 tie (rare)
+    torch.testing.assert_close(scale, scale_ref, rtol=1e-5, atol=0)
+    diff = (q.int() - q_ref.int()).abs()
+    assert int(diff.max()) <= 1
+    assert float((diff > 0).float().mean()) < 0.01
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_leading_dims_are_flattened(backend):
+    x = torch.randn(2, 3, 64, device=DEVICE)
+    q, scale = qk.quantize_per_token(x, 4, hadamard=True, backend=backend)
+    assert q.shape == (6, 64) and scale.shape == (6,)
+
+
+# ---------------------------------------------------------------------------------------
+# Zero rows, extreme values
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hadamard", [False, True])
+def test_zero_rows_give_scale_one_and_zero_q(backend, hadamard):
+    x = torch.randn(5, 64, device=DEVICE)
+    x[1] = 0.0
+    x[4] = 0.0
+    q, scale = qk.quantize_per_token(x, 4, hadamard=hadamard, backend=backend)
+    assert bool(torch.isfinite(scale).all())
+    assert scale[1].item() == 1.0 and scale[4].item() == 1.0
+    assert int(q[1].abs().max()) == 0 and int(q[4].abs().max()) == 0
+    assert bool((scale[[0, 2, 3]] < 1.0).all())  # other rows untouched
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_zero_and_subnormal_rows(backend):
+    x = torch.zeros(3, 32, device=DEVICE)
+    x[1, 3] = 1e-45  # amax / 7 underflows to 0 -> treated like a zero row
+    x[2, 5] = -1e-37  # tiny but normal, also where the GPU flushes subnormals
+    q, scale = qk.quantize_per_token(x, 4, backend=backend)
+    assert bool(torch.isfinite(scale).all()) and bool((scale > 0).all())
+    assert scale[0].item() == 1.0 and scale[1].item() == 1.0
+    assert q[2, 5].item() == -7
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_extreme_values_stay_in_range(backend, bits):
+    x = torch.randn(8, 128, device=DEVICE)
+    x[0, 0] = 1e30  # huge outlier: the rest of the row collapses to 0
+    x[1] = -3e38
+    x[2, 7] = -1e-30
+    q, scale = qk.quantize_per_token(x, bits, backend=backend)
+    qmax = 2 ** (bits - 1) - 1
+    assert int(q.max()) <= qmax and int(q.min()) >= -qmax - 1
+    assert q[0, 0].item() == qmax and q[1, 0].item() == -qmax
+    assert bool(torch.isfinite(scale).all())
+
+
+def test_hadamard_reduces_error_with_outlier_channel():
+    x = torch.randn(64, 256)
+    x[:, 3] *= 50.0  # one outlier channel, as in transformer activations
+
+    def err(hadamard):
+        q, s = qk.quantize_per_token(x, 4, hadamard=hadamard, backend="torch")
+        deq = q.float() * s[:, None]
+        target = qk.fwht_reference(x) if hadamard else x
+        return float((deq - target).norm() / target.norm())
+
+    assert err(True) < 0.5 * err(False)
+
+
+# ---------------------------------------------------------------------------------------
+# Dispatch and errors
+# ---------------------------------------------------------------------------------------
+def test_auto_backend_follows_device_and_env(monkeypatch):
+    cpu = torch.zeros(2)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert _use_triton([cpu], "torch") is False
+    if qk.HAS_TRITON:
+        assert _use_triton([cpu], "auto") is False
+        assert _use_triton([cpu], "triton") is True
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert _use_triton([cpu, None], "auto") is True
+    with pytest.raises(ValueError, match="backend"):
+        _use_triton([cpu], "cuda")
+
+
+def test_errors():
+    x = torch.randn(4, 96)
+    with pytest.raises(ValueError, match="power of two"):
+        qk.quantize_per_token(x, 4, hadamard=True)
+    for bits in (1, 9, 4.0):
+        with pytest.raises(ValueError, match="bits"):
+            qk.quantize_per_token(x, bits)
+    with pytest.raises(TypeError, match="float32"):
+        qk.quantize_per_token(torch.ones(4, 8, dtype=torch.int8), 4)
+    with pytest.raises(ValueError, match="contiguous"):
+        qk.quantize_per_token(torch.randn(96, 4).t(), 4)
+    with pytest.raises(ValueError, match=r"smooth must have shape \[K\]"):
+        qk.quantize_per_token(x, 4, smooth=torch.ones(95))
+    with pytest.raises(TypeError, match="smooth"):
+        qk.quantize_per_token(x, 4, smooth=torch.ones(96, dtype=torch.float16))
+
+
+def test_scale_formula_uses_qmax():
+    x = torch.tensor([[-3.0, 1.0, 0.25]])
+    for bits in (2, 4, 8):
+        _, scale = qk.quantize_per_token(x, bits, backend="torch")
+        assert math.isclose(scale.item(), 3.0 / (2 ** (bits - 1) - 1), rel_tol=1e-7)

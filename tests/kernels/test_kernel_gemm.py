@@ -1,0 +1,152 @@
+"""w4a4_matmul / w8a8_matmul: exact int32 accumulation, epilogue, masks, errors."""
+
+import pytest
+import qvggt_kernels as qk
+import torch
+
+needs_triton = pytest.mark.skipif(not qk.HAS_TRITON, reason="triton is not installed")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
+
+# (M, N, K): M not a multiple of the block, N = 1, K not a multiple of BLOCK_K, K = 4096
+SHAPES = [(37, 1, 64), (37, 45, 100), (70, 33, 66), (1, 130, 128), (5, 7, 4096)]
+
+
+def make_case(m, n, k, w_bits, bias=True, bias_dtype=torch.float32):
+    lim = 2 ** (w_bits - 1)
+    xq = torch.randint(-8, 8, (m, k), dtype=torch.int8)  # 4-bit activations for both
+    wq = torch.randint(-lim, lim, (n, k), dtype=torch.int8)
+    xs = torch.rand(m) * 0.1 + 1e-3
+    ws = torch.rand(n) * 0.01 + 1e-4
+    b = torch.randn(n).to(bias_dtype) if bias else None
+    to = lambda t: None if t is None else t.to(DEVICE)
+    return to(xq), to(xs), to(wq), to(ws), to(b)
+
+
+def run(w_bits, xq, xs, wq, ws, b, out_dtype, backend):
+    if w_bits == 4:
+        return qk.w4a4_matmul(xq, xs, qk.pack_int4(wq), ws, b, out_dtype=out_dtype, backend=backend)
+    return qk.w8a8_matmul(xq, xs, wq, ws, b, out_dtype=out_dtype, backend=backend)
+
+
+def exact_int(xq, wq):
+    return xq.long().cpu() @ wq.long().cpu().T
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("w_bits", [4, 8])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_accumulator_is_exact(backend, w_bits, m, n, k):
+    # scale-1 epilogue: the output is the integer dot product itself (|acc| < 2^24 here)
+    xq, _, wq, _, _ = make_case(m, n, k, w_bits, bias=False)
+    ones_m = torch.ones(m, device=DEVICE)
+    ones_n = torch.ones(n, device=DEVICE)
+    out = run(w_bits, xq, ones_m, wq, ones_n, None, torch.float32, backend)
+    assert out.shape == (m, n) and out.dtype == torch.float32
+    assert torch.equal(out.cpu().long(), exact_int(xq, wq))
+
+
+@needs_triton
+@pytest.mark.parametrize("w_bits", [4, 8])
+@pytest.mark.parametrize("m,n,k", SHAPES[:-1])
+def test_triton_bit_exact_fp32(w_bits, m, n, k):
+    case = make_case(m, n, k, w_bits, bias=True)
+    got = run(w_bits, *case, torch.float32, "triton")
+    ref = run(w_bits, *case, torch.float32, "torch")
+    assert torch.equal(got, ref)
+
+
+@needs_triton
+def test_triton_bit_exact_fp32_k4096():
+    case = make_case(5, 7, 4096, 4, bias=True)
+    got = run(4, *case, torch.float32, "triton")
+    ref = run(4, *case, torch.float32, "torch")
+    assert torch.equal(got, ref)
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "w_bits,out_dtype,bias_dtype",
+    [
+        (4, torch.float16, torch.float32),
+        (4, torch.bfloat16, torch.bfloat16),
+        (8, torch.bfloat16, torch.float32),
+        (8, torch.float16, torch.float16),
+    ],
+)
+def test_triton_half_outputs(w_bits, out_dtype, bias_dtype):
+    case = make_case(37, 45, 100, w_bits, bias_dtype=bias_dtype)
+    got = run(w_bits, *case, out_dtype, "triton")
+    ref = run(w_bits, *case, out_dtype, "torch")
+    assert got.dtype == out_dtype
+    # Same fp32 value before the cast; the CPU interpreter truncates fp32 -> bf16
+    # instead of rounding to nearest, so allow one ulp of the output dtype.
+    torch.testing.assert_close(got.float(), ref.float(), rtol=torch.finfo(out_dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_extreme_int8_values_k4096(backend):
+    # |acc| up to 4096 * 128 * 128 = 2^26: exact in int32, and 2^26, 127 * 2^19 are exact in fp32
+    m, n, k = 3, 5, 4096
+    xq = torch.full((m, k), -128, dtype=torch.int8, device=DEVICE)
+    wq = torch.full((n, k), -128, dtype=torch.int8, device=DEVICE)
+    wq[1] = 127
+    ones = lambda r: torch.ones(r, device=DEVICE)
+    out = qk.w8a8_matmul(xq, ones(m), wq, ones(n), backend=backend)
+    assert torch.equal(out.cpu().long(), exact_int(xq, wq))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_extreme_int4_values(backend):
+    m, n, k = 17, 3, 256
+    xq = torch.full((m, k), -8, dtype=torch.int8, device=DEVICE)
+    wq = torch.full((n, k), -8, dtype=torch.int8, device=DEVICE)
+    wq[1] = 7
+    wq[2, ::2] = 7  # alternate nibbles inside each byte
+    ones = lambda r: torch.ones(r, device=DEVICE)
+    out = qk.w4a4_matmul(xq, ones(m), qk.pack_int4(wq), ones(n), backend=backend)
+    assert torch.equal(out.cpu().long(), exact_int(xq, wq))
+    assert out[0, 0].item() == 64 * k and out[0, 1].item() == -56 * k
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_w4a4_linear_end_to_end(backend):
+    # quantize -> pack -> GEMM approximates x @ W.T + b (with the Hadamard rotation)
+    m, n, k = 20, 24, 128
+    x = torch.randn(m, k, device=DEVICE)
+    w = torch.randn(n, k, device=DEVICE) / k**0.5
+    b = torch.randn(n, device=DEVICE)
+    wq, ws = qk.quantize_per_token(w, 4, hadamard=True, backend=backend)
+    xq, xs = qk.quantize_per_token(x, 4, hadamard=True, backend=backend)
+    y = qk.w4a4_matmul(xq, xs, qk.pack_int4(wq, backend=backend), ws, b, backend=backend)
+    ref = x @ w.T + b
+    rel = float((y - ref).norm() / ref.norm())
+    assert rel < 0.25
+
+
+def test_errors():
+    xq = torch.zeros(4, 8, dtype=torch.int8)
+    wp = torch.zeros(3, 4, dtype=torch.uint8)
+    xs, ws = torch.ones(4), torch.ones(3)
+    with pytest.raises(ValueError, match="K must be even"):
+        qk.w4a4_matmul(torch.zeros(4, 7, dtype=torch.int8), xs, wp, ws)
+    with pytest.raises(ValueError, match="K mismatch"):
+        qk.w4a4_matmul(xq, xs, torch.zeros(3, 5, dtype=torch.uint8), ws)
+    with pytest.raises(ValueError, match="K mismatch"):
+        qk.w8a8_matmul(xq, xs, torch.zeros(3, 6, dtype=torch.int8), ws)
+    with pytest.raises(TypeError, match="w_packed must have dtype uint8"):
+        qk.w4a4_matmul(xq, xs, torch.zeros(3, 4, dtype=torch.int8), ws)
+    with pytest.raises(TypeError, match="xq must have dtype int8"):
+        qk.w8a8_matmul(xq.float(), xs, torch.zeros(3, 8, dtype=torch.int8), ws)
+    with pytest.raises(TypeError, match="x_scale"):
+        qk.w4a4_matmul(xq, xs.half(), wp, ws)
+    with pytest.raises(ValueError, match="x_scale must have shape"):
+        qk.w4a4_matmul(xq, torch.ones(5), wp, ws)
+    with pytest.raises(ValueError, match="w_scale must have shape"):
+        qk.w4a4_matmul(xq, xs, wp, torch.ones(4))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        qk.w4a4_matmul(xq, xs, wp, ws, bias=torch.ones(4))
+    with pytest.raises(TypeError, match="out_dtype"):
+        qk.w4a4_matmul(xq, xs, wp, ws, out_dtype=torch.int32)
+    with pytest.raises(ValueError, match="contiguous"):
+        qk.w8a8_matmul(xq, xs, torch.zeros(8, 3, dtype=torch.int8).t(), ws)
