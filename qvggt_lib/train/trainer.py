@@ -47,6 +47,10 @@ class TrainConfig:
     bank_size: int = 1000
     bank_prefill: int = 200
     new_scenes_per_step: int = 2
+    arc_start_deg: float = 60.0  # camera arc (+- degrees) of scenes added before arc_ramp_start
+    arc_end_deg: float = 60.0  # ... and after arc_ramp_end; linear in between (a curriculum)
+    arc_ramp_start: int = 0
+    arc_ramp_end: int = 1
     lr: float = 3e-4
     warmup_steps: int = 200
     decay_fraction: float = 0.25
@@ -83,6 +87,17 @@ def scenes_available(cfg: TrainConfig, step: int) -> range:
     return range(max(0, end - cfg.bank_size), end)
 
 
+def scene_arc_deg(cfg: TrainConfig, index: int) -> float:
+    """Camera arc of bank scene ``index``, from the step at which it joined the bank.
+
+    Small arcs (large overlap between views) make the first cross-frame correspondences
+    easier to learn; the arc then widens to the evaluation distribution.
+    """
+    step = (index - cfg.bank_prefill) // cfg.new_scenes_per_step
+    t = (step - cfg.arc_ramp_start) / max(1, cfg.arc_ramp_end - cfg.arc_ramp_start)
+    return cfg.arc_start_deg + (cfg.arc_end_deg - cfg.arc_start_deg) * min(1.0, max(0.0, t))
+
+
 class RenderedBatches(IterableDataset):
     """Yields (step, batch) for steps start, start+1, ... (runs in a worker process)."""
 
@@ -90,7 +105,8 @@ class RenderedBatches(IterableDataset):
         self.cfg, self.start_step = cfg, start_step
 
     def _render(self, index: int) -> dict:
-        scene = render_split("train", index, num_frames=RENDERED_FRAMES, image_size=self.cfg.image_size)
+        scene = render_split("train", index, num_frames=RENDERED_FRAMES, image_size=self.cfg.image_size,
+                             max_azimuth_deg=scene_arc_deg(self.cfg, index))
         return {k: torch.from_numpy(scene[k]) for k in ("images", "depth", "extrinsics", "intrinsics",
                                                         "world_points", "valid")}
 
