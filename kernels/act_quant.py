@@ -9,11 +9,13 @@ For every row (token) ``x`` of an ``[M, K]`` activation matrix:
 .. math::
     y = \mathrm{fwht}(x)\ \text{(optional)}, \qquad
     y_k \leftarrow y_k / s_k\ \text{(optional smoothing)}, \\
-    \Delta = \max_k |y_k| / q_{max}, \qquad
+    \Delta = (c \cdot \max_k |y_k|) / q_{max}, \qquad
     q_k = \mathrm{clamp}(\mathrm{round}(y_k / \Delta), -q_{max}-1, q_{max}),
     \qquad q_{max} = 2^{b-1} - 1,
 
-with ``round`` = round half to even (``torch.round``). The dequantized row is
+with ``round`` = round half to even (``torch.round``) and ``c`` an optional clipping ratio
+(default 1; a learnable activation clip, LAC, is a per-layer ``c`` in (0, 1]: the largest
+values of a row then saturate at the range ends). The dequantized row is
 ``q * scale``. Outputs: ``q`` int8 ``[M, K]`` (values in the ``b``-bit range) and
 ``scale = Delta`` fp32 ``[M]``.
 
@@ -85,6 +87,7 @@ if HAS_TRITON:
         M,  # rows (tokens)
         K,  # channels
         norm,  # fp32 1/sqrt(K), the FWHT normalization (used only if HADAMARD)
+        clip,  # fp32 clipping ratio c multiplying the row max (1.0: no clipping)
         QMAX: tl.constexpr,  # 2^(bits-1) - 1
         BLOCK_M: tl.constexpr,  # rows per program
         BLOCK_K: tl.constexpr,  # next power of two >= K (== K when HADAMARD)
@@ -111,8 +114,8 @@ if HAS_TRITON:
             s = tl.load(smooth_ptr + cols, mask=cols < K, other=1.0)
             y = tl.math.div_rn(y, tl.broadcast_to(s[None, :], (BLOCK_M, BLOCK_K)))
 
-        # 4. per-row scale = max|y| / QMAX (1.0 for an all-zero row)
-        amax = tl.max(tl.abs(y), axis=1)  # [BLOCK_M]
+        # 4. per-row scale = (clip * max|y|) / QMAX (1.0 for an all-zero row)
+        amax = tl.max(tl.abs(y), axis=1) * clip  # [BLOCK_M]; * 1.0 is exact
         scale = tl.math.div_rn(amax, tl.full((BLOCK_M,), QMAX, tl.float32))
         scale = tl.where(scale > 0.0, scale, 1.0)
 
@@ -164,7 +167,11 @@ def round_half_to_even(v: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_per_token_reference(
-    x: torch.Tensor, bits: int, hadamard: bool = False, smooth: torch.Tensor | None = None
+    x: torch.Tensor,
+    bits: int,
+    hadamard: bool = False,
+    smooth: torch.Tensor | None = None,
+    clip: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch twin of the kernel: same math, same order of fp32 operations."""
     k = x.shape[-1]
@@ -175,6 +182,8 @@ def quantize_per_token_reference(
         y = y / smooth
     qmax = 2 ** (bits - 1) - 1
     amax = y.abs().amax(dim=1) if k > 0 else y.new_zeros(y.shape[0])
+    if clip is not None:
+        amax = amax * clip  # an fp32 product, as in the kernel
     scale = amax / qmax
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = round_half_to_even(y / scale[:, None]).clamp_(-qmax - 1, qmax)
@@ -189,9 +198,10 @@ def quantize_per_token(
     bits: int,
     hadamard: bool = False,
     smooth: torch.Tensor | None = None,
+    clip: float | None = None,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row (per-token) quantization, optionally rotated and smoothed.
+    """Symmetric per-row (per-token) quantization, optionally rotated, smoothed and clipped.
 
     Args:
         x: ``[..., K]`` fp32/fp16/bf16, contiguous; leading dims are flattened to ``M``.
@@ -199,6 +209,9 @@ def quantize_per_token(
         hadamard: apply the orthonormal FWHT along K first (K must be a power of two).
         smooth: optional fp32 ``[K]``; the (rotated) row is divided by it. Entries may be
             negative (the signs of a randomized Hadamard folded in) but not zero.
+        clip: optional ratio ``c > 0`` (a Python float, e.g. a learned LAC factor):
+            ``scale = (c * max|y|) / qmax``; with ``c < 1`` the largest values clamp to
+            the range ends. ``None`` means ``c = 1``.
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
 
     Returns:
@@ -224,10 +237,16 @@ def quantize_per_token(
         check_dtype("smooth", smooth, (torch.float32,))
         if smooth.shape != (k,):
             raise ValueError(f"smooth must have shape [K] = [{k}], got {list(smooth.shape)}")
+    if clip is not None:
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)):
+            raise TypeError(f"clip must be a Python float or None, got {type(clip).__name__}")
+        if not (math.isfinite(clip) and clip > 0):
+            raise ValueError(f"clip must be a finite ratio > 0, got {clip!r}")
+        clip = float(clip)
     check_same_device(x=x, smooth=smooth)
     check_contiguous(x=x, smooth=smooth)
     if not _use_triton([x, smooth], backend):
-        return quantize_per_token_reference(x, bits, hadamard, smooth)
+        return quantize_per_token_reference(x, bits, hadamard, smooth, clip)
 
     # 2. allocate
     x2 = x.reshape(-1, k)
@@ -240,7 +259,8 @@ def quantize_per_token(
     # 3. launch
     kernel = launchable(_act_quant_kernel, x2)
     block_k = triton.next_power_of_2(k)
-    args = (x2, smooth if smooth is not None else x2, q, scale, m, k, 1.0 / math.sqrt(k))
+    norm, ratio = 1.0 / math.sqrt(k), 1.0 if clip is None else clip
+    args = (x2, smooth if smooth is not None else x2, q, scale, m, k, norm, ratio)
     flags = {
         "QMAX": 2 ** (bits - 1) - 1,
         "BLOCK_K": block_k,

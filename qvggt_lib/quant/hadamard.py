@@ -28,6 +28,7 @@ paper's per-layer rotations instead.
 import math
 
 import torch
+from qvggt_kernels import fwht_reference
 from torch import Tensor, nn
 
 
@@ -39,17 +40,20 @@ def fwht(x: Tensor) -> Tensor:
     """Orthonormal fast Walsh-Hadamard transform along the last dim: x @ H_n / sqrt(n).
 
     x: [..., n] with n a power of two. Returns [..., n], same dtype. H_n is Sylvester's
-    (natural order), equal to scipy.linalg.hadamard(n). Each of the log2(n) butterfly
-    steps pairs neighbours (a, b) and writes [all a + b, all a - b].
+    (natural order), equal to scipy.linalg.hadamard(n).
+
+    This *is* qvggt_kernels.fwht_reference (radix-2 butterflies in fp32), the torch twin of
+    the Triton kernel that the deployed layers fuse into activation quantization, so the
+    simulated QuantLinear and the deployed path rotate with identical arithmetic. float64
+    inputs (tests, analysis) instead use the dense exact Sylvester matrix, since the kernel
+    reference computes in fp32.
     """
     n = x.shape[-1]
     if not is_power_of_two(n):
         raise ValueError(f"fwht needs a power-of-two last dim, got {n}")
-    y = x.reshape(-1, n)
-    for _ in range(n.bit_length() - 1):
-        pairs = y.view(-1, n // 2, 2)
-        y = torch.cat((pairs[..., 0] + pairs[..., 1], pairs[..., 0] - pairs[..., 1]), dim=-1)
-    return (y / math.sqrt(n)).reshape(x.shape)
+    if x.dtype == torch.float64:
+        return x @ hadamard_matrix(n, dtype=torch.float64, device=x.device)
+    return fwht_reference(x)
 
 
 def _sylvester(n: int) -> Tensor:

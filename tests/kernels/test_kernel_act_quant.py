@@ -198,3 +198,37 @@ def test_scale_formula_uses_qmax():
     for bits in (2, 4, 8):
         _, scale = qk.quantize_per_token(x, bits, backend="torch")
         assert math.isclose(scale.item(), 3.0 / (2 ** (bits - 1) - 1), rel_tol=1e-7)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hadamard", [False, True])
+def test_clip_ratio_matches_fake_quant_and_reference(backend, hadamard):
+    """scale = (c * max|y|) / qmax, values beyond the clipped range saturate; the Triton
+    kernel, the reference and the library's fake quantizer agree bit for bit."""
+    from qvggt_lib.quant.quantizer import QuantSpec, compute_qparams, quantize
+
+    x = torch.randn(19, 64) * 3
+    x[:, 5] *= 20  # outliers that the clip saturates
+    smooth = random_smooth(64, "cpu")
+    clip = float(torch.sigmoid(torch.tensor(1.5)))  # an fp32 LAC factor, ~0.82
+    q, scale = qk.quantize_per_token(
+        x.to(DEVICE), 4, hadamard=hadamard, smooth=smooth.to(DEVICE), clip=clip, backend=backend
+    )
+    q_ref, scale_ref = qk.quantize_per_token_reference(x, 4, hadamard, smooth, clip)
+    if backend == "triton" and hadamard:  # the kernel's FWHT sums in another order
+        torch.testing.assert_close(scale.cpu(), scale_ref, rtol=1e-5, atol=0)
+        assert int((q.cpu().int() - q_ref.int()).abs().max()) <= 1
+    else:
+        assert torch.equal(q.cpu(), q_ref) and torch.equal(scale.cpu(), scale_ref)
+    y = (qk.fwht_reference(x) if hadamard else x) / smooth
+    spec = QuantSpec(4, "per_token")
+    s_fake, z = compute_qparams(y, spec, torch.tensor(clip))
+    assert torch.equal(scale_ref, s_fake[:, 0])
+    assert torch.equal(q_ref, quantize(y, s_fake, z, spec).to(torch.int8))
+    assert int(q_ref.max()) == 7 and int(q_ref.min()) == -8  # saturated at both range ends
+    _, scale1 = qk.quantize_per_token_reference(x, 4, hadamard, smooth)
+    torch.testing.assert_close(scale_ref, scale1 * clip, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="clip"):
+        qk.quantize_per_token(x, 4, clip=0.0)
+    with pytest.raises(TypeError, match="clip"):
+        qk.quantize_per_token(x, 4, clip=torch.tensor(0.5))
