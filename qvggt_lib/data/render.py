@@ -20,6 +20,11 @@ Scene distribution (world frame: z up, floor at z = 0, unit-free lengths)
   always inside the room and outside every object); look-at point c + U[-0.15, 0.15]^3; roll
   ~ U[-5, 5] deg about the optical axis; vertical field of view ~ U[45, 75] deg per frame, square
   pixels, fx = fy = (H/2) / tan(fov/2), principal point exactly (W/2, H/2).
+* Compass-coded walls: the four walls always have the base hues red, green, blue and yellow (-x, +x,
+  -y, +y faces; random saturation and value), like a real room whose walls differ. A 6M-parameter
+  model trained for a few CPU hours cannot learn relative pose from cross-view correspondences alone
+  (it stayed at the trivial level for 1000 steps); the colour code makes each view's orientation
+  visible, so relative poses become learnable. VGGT-1B learns from correspondences instead.
 * Materials (world-space solid textures, one per surface): kind uniform over checker, stripes, value
   noise (two octaves) and a smooth colour gradient (a sinusoid of 4 periods' wavelength); two
   colours per surface with a brightness gap of 0.3-0.5. Periods U[0.6, 1.6] on room faces (in-plane
@@ -47,11 +52,13 @@ change or normal turned by > 25 deg) are re-shaded with 2x2 sub-pixel rays and a
 points always come from the pixel-centre ray. Geometry and shading run in float32.
 """
 
+import colorsys
 from dataclasses import dataclass
 
 import numpy as np
 
 DTYPE = np.float32
+WALL_HUES = (0.0, 0.33, 0.6, 0.15)  # red, green, blue, yellow walls (-x, +x, -y, +y)
 FAR_LIMIT = 100.0
 FILTER_SIGMA_PX = 0.8
 MIN_EDGE_PX = 1.5
@@ -316,11 +323,14 @@ class Layout:
     centre: np.ndarray  # [3]
 
 
-def _sample_material(rng: np.random.Generator, face_normal: np.ndarray | None) -> Material:
+def _sample_material(rng: np.random.Generator, face_normal: np.ndarray | None, wall: int | None = None) -> Material:
     """Room faces (face_normal given) get periods U[0.6, 1.6] and in-plane pattern directions at a
-    random angle; objects get periods U[0.25, 0.5] and a random orthonormal frame, as does noise."""
+    random angle; objects get periods U[0.25, 0.5] and a random orthonormal frame, as does noise.
+    Wall ``wall`` (0..3) gets the base hue WALL_HUES[wall]."""
     kind = ("checker", "stripes", "noise", "gradient")[rng.integers(4)]
     colour_a = rng.uniform(0.1, 0.9, 3)
+    if wall is not None:  # compass-coded walls: a fixed hue per wall, random saturation and value
+        colour_a = np.array(colorsys.hsv_to_rgb(WALL_HUES[wall], rng.uniform(0.45, 0.8), rng.uniform(0.45, 0.85)))
     shift = rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 0.5)
     if not 0.05 <= colour_a.mean() + shift <= 0.95:
         shift = -shift
@@ -378,7 +388,7 @@ def _sample_layout(rng: np.random.Generator) -> Layout:
             ):
                 break
         objects.append(candidate)
-    materials = [_sample_material(rng, Room.normal(face)) for face in range(NUM_ROOM_FACES)]
+    materials = [_sample_material(rng, Room.normal(face), face if face < 4 else None) for face in range(NUM_ROOM_FACES)]
     materials += [_sample_material(rng, None) for _ in objects]
     azimuth, elevation = rng.uniform(0.0, 2.0 * np.pi), np.deg2rad(rng.uniform(40.0, 80.0))
     light = np.array(
