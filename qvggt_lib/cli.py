@@ -1,4 +1,4 @@
-"""``qvggt`` command line: demo, train, eval (more subcommands join as the library grows)."""
+"""``qvggt`` command line: demo, train, eval, quantize, table."""
 
 from __future__ import annotations
 
@@ -47,21 +47,127 @@ def cmd_train(args) -> int:
 
 
 def _load_for_eval(args):
-    """The model to evaluate and its row label: ``--checkpoint`` (a save_checkpoint file) wins over
-    ``--model`` (a shipped pretrained name). Extend here for other checkpoint formats."""
+    """The model to evaluate and its row label: ``--checkpoint`` (a save_checkpoint or a
+    save_quantized file, told apart by its metadata) wins over ``--model`` (a shipped name)."""
     from pathlib import Path
 
-    from .model import CheckpointError, load_model, load_pretrained
+    from .model import CheckpointError, load_pretrained
+    from .quant.serialization import load_any
 
     try:
         if args.checkpoint is not None:
             path = Path(args.checkpoint)
             if not path.is_file():
                 raise FileNotFoundError(f"checkpoint {path} does not exist")
-            return load_model(path), path.stem
+            return load_any(path), path.stem
         return load_pretrained(args.model), args.model
     except CheckpointError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _load_float(args):
+    """The float model to quantize: ``--checkpoint`` (save_checkpoint file) or ``--model``."""
+    from pathlib import Path
+
+    from .model import CheckpointError, load_model, load_pretrained
+
+    try:
+        if args.checkpoint is not None:
+            if not Path(args.checkpoint).is_file():
+                raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+            return load_model(args.checkpoint)
+        return load_pretrained(args.model)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _calibration(args, model, configs):
+    """Calibration scenes picked from the calib split when any config needs them, else None."""
+    from .quant.calibration import calibration_scenes
+
+    if not any(config.needs_calibration for config in configs):
+        return None
+    tic = time.perf_counter()
+    scenes = calibration_scenes(model, args.calib, args.calib_size, args.calib_pool,
+                                args.calib_frames, seed=args.seed, progress=not args.no_progress)
+    print(f"calibration: {len(scenes)} {args.calib} scenes of {args.calib_frames} frames from a "
+          f"pool of {args.calib_pool} calib-split scenes ({time.perf_counter() - tic:.1f}s)")
+    return scenes
+
+
+def _method_options(args) -> dict:
+    return {} if args.epochs is None else {"epochs": args.epochs}
+
+
+def cmd_quantize(args) -> int:
+    """Quantize a float model with one method and save it (safetensors + metadata)."""
+    from .quant.api import make_config, quantize
+    from .quant.serialization import save_quantized
+
+    torch.set_num_threads(args.threads)
+    config = make_config(args.method, args.bits, seed=args.seed, **_method_options(args))
+    model = _load_float(args)
+    calibration = _calibration(args, model, [config])
+    tic = time.perf_counter()
+    q_model = quantize(model, config, calibration=calibration, progress=not args.no_progress)
+    print(f"quantized in {time.perf_counter() - tic:.1f}s")
+    print(q_model.quant_report.summary())
+    print(f"wrote {save_quantized(q_model, args.out)}")
+    return 0
+
+
+def cmd_table(args) -> int:
+    """Evaluate FP and every method x bits on the same scenes; print a Table-1-style markdown."""
+    from .evaluate import evaluate, save_json
+    from .quant.api import comparison_table, make_config, quantize
+
+    torch.set_num_threads(args.threads)
+    options = _method_options(args)
+    configs = [make_config(method, bits, seed=args.seed,
+                           **(options if method == "quantvggt" else {}))
+               for method in args.methods for bits in args.bits]
+    model = _load_float(args)
+    calibration = _calibration(args, model, configs)
+    settings = {"num_scenes": args.scenes, "num_frames": args.frames, "seed": args.eval_seed,
+                "progress": not args.no_progress, "baselines": False}
+    rows = [{"method": "fp", "bits": "w16a16", "metrics": evaluate(model, **settings)}]
+    for config in configs:
+        tic = time.perf_counter()
+        q_model = quantize(model, config, calibration=calibration, progress=not args.no_progress)
+        seconds = time.perf_counter() - tic
+        rows.append({"method": config.method, "bits": config.bits, "quantize_seconds": seconds,
+                     "metrics": evaluate(q_model, **settings)})
+        print(f"{config.method} {config.bits}: quantized in {seconds:.1f}s, AUC@30 "
+              f"{rows[-1]['metrics']['auc30']:.1f}")
+    print(f"{args.scenes} test scenes x {args.frames} frames; calibration: {args.calib}, "
+          f"{args.calib_size} of {args.calib_pool}; retention = Q / FP x 100 (AUC), "
+          "FP / Q x 100 (AbsRel: lower is better)")
+    print(comparison_table(rows))
+    if args.json is not None:
+        for row in rows:
+            row["metrics"].pop("per_scene", None)
+        print(f"wrote {save_json({'rows': rows, 'args': vars(args) | {'func': None}}, args.json)}")
+    return 0
+
+
+def _add_quant_arguments(parser) -> None:
+    from .quant.sampling import METHODS as SELECTIONS
+
+    parser.add_argument("--model", default="tiny", help="shipped pretrained name (tiny)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a float model written by save_checkpoint (overrides --model)")
+    parser.add_argument("--calib", default="nfds", choices=SELECTIONS,
+                        help="how to pick the calibration scenes (default nfds)")
+    parser.add_argument("--calib-size", dest="calib_size", type=int, default=40)
+    parser.add_argument("--calib-pool", dest="calib_pool", type=int, default=400,
+                        help="candidate calib-split scenes to pick from")
+    parser.add_argument("--calib-frames", dest="calib_frames", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the calibration pick and the Hadamard rotations")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="QuantVGGT block-calibration epochs (default: QuantVGGTConfig's)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-progress", dest="no_progress", action="store_true")
 
 
 def cmd_eval(args) -> int:
@@ -104,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--warmup-steps", dest="warmup_steps", type=int)
     tr.add_argument("--decay-fraction", dest="decay_fraction", type=float)
     tr.add_argument("--seed", type=int)
+    tr.add_argument("--init-values", dest="init_values", type=float, help="LayerScale init (model config)")
     tr.add_argument("--camera-weight", dest="camera_weight", type=float)
     tr.add_argument("--arc-start-deg", dest="arc_start_deg", type=float)
     tr.add_argument("--arc-end-deg", dest="arc_end_deg", type=float)
@@ -129,6 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-baselines", dest="no_baselines", action="store_true")
     ev.add_argument("--no-progress", dest="no_progress", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    from .quant.api import BITS, METHODS
+
+    qu = sub.add_parser("quantize", help="quantize a float model (rtn, smoothquant, gptq, quarot, "
+                                         "quantvggt) and save it")
+    _add_quant_arguments(qu)
+    qu.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    qu.add_argument("--bits", default="w4a4", help=f"one of {', '.join(BITS)}")
+    qu.add_argument("--out", required=True, help="output .safetensors file")
+    qu.set_defaults(func=cmd_quantize)
+
+    tb = sub.add_parser("table", help="FP vs methods x bits on the same test scenes (Table 1)")
+    _add_quant_arguments(tb)
+    tb.add_argument("--methods", nargs="+", default=list(METHODS))
+    tb.add_argument("--bits", nargs="+", default=list(BITS))
+    tb.add_argument("--scenes", type=int, default=32)
+    tb.add_argument("--frames", type=int, default=8)
+    tb.add_argument("--eval-seed", dest="eval_seed", type=int, default=0,
+                    help="first test scene index")
+    tb.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    tb.set_defaults(func=cmd_table)
     return parser
 
 

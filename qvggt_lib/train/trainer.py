@@ -39,6 +39,7 @@ RENDERED_FRAMES = 8  # frames rendered per bank scene
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "tiny"
+    init_values: float | None = None  # LayerScale init override for the model config
     steps: int = 3000
     frames_per_step: int = 16
     min_frames: int = 2
@@ -161,7 +162,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
-    model = build_vggt(cfg.model, seed=cfg.seed)
+    overrides = {} if cfg.init_values is None else {"init_values": cfg.init_values}
+    model = build_vggt(cfg.model, seed=cfg.seed, **overrides)
     optimizer = make_optimizer(model, cfg)
     start_step = 0
     last = out / "last.pt"
