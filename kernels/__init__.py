@@ -15,11 +15,12 @@ otherwise. ``backend="triton"`` on CPU tensors uses Triton's interpreter.
 
 Typical W4A4 linear layer::
 
-    # offline, once: rotate the weight rows (W H), quantize per output channel, pack
-    w_q, w_scale = quantize_per_token(weight, 4, hadamard=True)
+    # R = diag(v) H, a random Hadamard: signs v (fp32 [K], +-1) first, then the FWHT
+    # offline, once: rotate the weight rows (W R), quantize per output channel, pack
+    w_q, w_scale = quantize_per_token(weight, 4, hadamard=True, pre_scale=v)
     w_packed = pack_int4(w_q)
-    # online, per token: rotate (x H) and quantize; (x H)(W H)^T = x W^T since H H^T = I
-    x_q, x_scale = quantize_per_token(x, 4, hadamard=True)
+    # online, per token: rotate (x R) and quantize; (x R)(W R)^T = x W^T since R R^T = I
+    x_q, x_scale = quantize_per_token(x, 4, hadamard=True, pre_scale=v)
     y = w4a4_matmul(x_q, x_scale, w_packed, w_scale, bias, out_dtype=torch.bfloat16)
 """
 

@@ -7,7 +7,8 @@ What
 For every row (token) ``x`` of an ``[M, K]`` activation matrix:
 
 .. math::
-    y = \mathrm{fwht}(x)\ \text{(optional)}, \qquad
+    y = x \odot p\ \text{(optional pre-scale)}, \qquad
+    y \leftarrow \mathrm{fwht}(y)\ \text{(optional)}, \qquad
     y_k \leftarrow y_k / s_k\ \text{(optional smoothing)}, \\
     \Delta = (c \cdot \max_k |y_k|) / q_{max}, \qquad
     q_k = \mathrm{clamp}(\mathrm{round}(y_k / \Delta), -q_{max}-1, q_{max}),
@@ -26,10 +27,11 @@ zero. Inputs are assumed finite (a NaN/inf propagates into ``scale``).
 Why
 ---
 This is the producer of every W4A4/W8A8 linear layer: the GEMM consumes ``q`` and applies
-``scale`` in its epilogue. QuaRot-style rotation (``hadamard=True``) and SmoothQuant-style
-smoothing (``smooth``, whose signs may carry a random Hadamard's diagonal) happen in the
-same pass: the rotation is row-local, so the row is read from memory once, rotated,
-reduced, quantized and written, with no intermediate in device memory.
+``scale`` in its epilogue. QuaRot-style rotation and SmoothQuant-style smoothing happen in
+the same pass: a random Hadamard ``R = diag(v) H`` is ``pre_scale=v`` (the signs, multiplied
+on load) plus ``hadamard=True`` (the FWHT), and DSFQ's smoothing is ``smooth=s``. Everything
+is row-local, so the row is read from memory once, sign-flipped, rotated, divided, reduced,
+quantized and written, with no intermediate in device memory.
 
 Rounding without libdevice
 --------------------------
@@ -82,6 +84,7 @@ if HAS_TRITON:
     def _act_quant_kernel(
         x_ptr,  # *fp32/fp16/bf16 [M, K] activations, row-major contiguous
         smooth_ptr,  # *fp32 [K] per-channel divisors (read only if HAS_SMOOTH)
+        pre_scale_ptr,  # *fp32 [K] per-channel factors applied on load (read only if HAS_PRE_SCALE)
         q_ptr,  # *int8 [M, K] quantized output
         scale_ptr,  # *fp32 [M] per-row scale output
         M,  # rows (tokens)
@@ -93,6 +96,7 @@ if HAS_TRITON:
         BLOCK_K: tl.constexpr,  # next power of two >= K (== K when HADAMARD)
         HADAMARD: tl.constexpr,  # fuse the orthonormal FWHT before quantizing
         HAS_SMOOTH: tl.constexpr,  # divide by smooth[k] after the rotation
+        HAS_PRE_SCALE: tl.constexpr,  # multiply by pre_scale[k] before the rotation
         RADIX: tl.constexpr,  # FWHT radix (see fwht.py)
         DOT_PRECISION: tl.constexpr,  # FWHT tl.dot precision (see fwht.py)
     ):
@@ -104,8 +108,11 @@ if HAS_TRITON:
         mask = row_ok[:, None] & (cols < K)[None, :]
         offs = rows[:, None].to(tl.int64) * K + cols[None, :]
 
-        # 2. read the rows once, in fp32
+        # 2. read the rows once, in fp32; the pre-scale (e.g. Hadamard signs) applies on load
         y = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_PRE_SCALE:
+            p = tl.load(pre_scale_ptr + cols, mask=cols < K, other=1.0)
+            y = y * tl.broadcast_to(p[None, :], (BLOCK_M, BLOCK_K))
 
         # 3. optional rotation and smoothing, still in registers
         if HADAMARD:
@@ -172,10 +179,13 @@ def quantize_per_token_reference(
     hadamard: bool = False,
     smooth: torch.Tensor | None = None,
     clip: float | None = None,
+    pre_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch twin of the kernel: same math, same order of fp32 operations."""
     k = x.shape[-1]
     y = x.reshape(-1, k).to(torch.float32)
+    if pre_scale is not None:
+        y = y * pre_scale
     if hadamard:
         y = fwht_reference(y)
     if smooth is not None:
@@ -200,23 +210,30 @@ def quantize_per_token(
     smooth: torch.Tensor | None = None,
     clip: float | None = None,
     backend: str = "auto",
+    pre_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row (per-token) quantization, optionally rotated, smoothed and clipped.
+
+    Computes ``y = fwht(x * pre_scale) / smooth`` (each step optional) and quantizes ``y``
+    per row; a random Hadamard ``R = diag(v) H`` is ``pre_scale=v, hadamard=True``.
 
     Args:
         x: ``[..., K]`` fp32/fp16/bf16, contiguous; leading dims are flattened to ``M``.
         bits: 2..8 (4 for W4A4, 8 for W8A8).
         hadamard: apply the orthonormal FWHT along K first (K must be a power of two).
-        smooth: optional fp32 ``[K]``; the (rotated) row is divided by it. Entries may be
-            negative (the signs of a randomized Hadamard folded in) but not zero.
+        smooth: optional fp32 ``[K]``; the (rotated) row is divided by it. Entries must be
+            non-zero (negative values are allowed).
         clip: optional ratio ``c > 0`` (a Python float, e.g. a learned LAC factor):
             ``scale = (c * max|y|) / qmax``; with ``c < 1`` the largest values clamp to
             the range ends. ``None`` means ``c = 1``.
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+        pre_scale: optional fp32 ``[K]``; the row is multiplied by it on load, *before* the
+            rotation (e.g. the signs ``v`` of a random Hadamard ``diag(v) H``; with ``+-1``
+            entries the product is exact). Applied inside the kernel: no extra pass.
 
     Returns:
         ``(q, scale)``: int8 ``[M, K]`` in ``[-2^(bits-1), 2^(bits-1)-1]`` and fp32 ``[M]``,
-        such that ``q * scale[:, None]`` approximates the (rotated, smoothed) rows.
+        such that ``q * scale[:, None]`` approximates the (pre-scaled, rotated, smoothed) rows.
     """
     # 1. checks
     if not isinstance(x, torch.Tensor):
@@ -231,22 +248,24 @@ def quantize_per_token(
         check_hadamard_size(k, "K (the last dimension of x)")
     if k > MAX_ROW:
         raise ValueError(f"K must be <= {MAX_ROW} (one row per register tile), got {k}")
-    if smooth is not None:
-        if not isinstance(smooth, torch.Tensor):
-            raise TypeError("smooth must be a torch.Tensor of shape [K] or None")
-        check_dtype("smooth", smooth, (torch.float32,))
-        if smooth.shape != (k,):
-            raise ValueError(f"smooth must have shape [K] = [{k}], got {list(smooth.shape)}")
+    for name, vec in (("smooth", smooth), ("pre_scale", pre_scale)):
+        if vec is None:
+            continue
+        if not isinstance(vec, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape [K] or None")
+        check_dtype(name, vec, (torch.float32,))
+        if vec.shape != (k,):
+            raise ValueError(f"{name} must have shape [K] = [{k}], got {list(vec.shape)}")
     if clip is not None:
         if isinstance(clip, bool) or not isinstance(clip, (int, float)):
             raise TypeError(f"clip must be a Python float or None, got {type(clip).__name__}")
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a finite ratio > 0, got {clip!r}")
         clip = float(clip)
-    check_same_device(x=x, smooth=smooth)
-    check_contiguous(x=x, smooth=smooth)
-    if not _use_triton([x, smooth], backend):
-        return quantize_per_token_reference(x, bits, hadamard, smooth, clip)
+    check_same_device(x=x, smooth=smooth, pre_scale=pre_scale)
+    check_contiguous(x=x, smooth=smooth, pre_scale=pre_scale)
+    if not _use_triton([x, smooth, pre_scale], backend):
+        return quantize_per_token_reference(x, bits, hadamard, smooth, clip, pre_scale)
 
     # 2. allocate
     x2 = x.reshape(-1, k)
@@ -260,12 +279,15 @@ def quantize_per_token(
     kernel = launchable(_act_quant_kernel, x2)
     block_k = triton.next_power_of_2(k)
     norm, ratio = 1.0 / math.sqrt(k), 1.0 if clip is None else clip
-    args = (x2, smooth if smooth is not None else x2, q, scale, m, k, norm, ratio)
+    smooth_arg = smooth if smooth is not None else x2  # dummy pointers, never read
+    pre_arg = pre_scale if pre_scale is not None else x2
+    args = (x2, smooth_arg, pre_arg, q, scale, m, k, norm, ratio)
     flags = {
         "QMAX": 2 ** (bits - 1) - 1,
         "BLOCK_K": block_k,
         "HADAMARD": bool(hadamard),
         "HAS_SMOOTH": smooth is not None,
+        "HAS_PRE_SCALE": pre_scale is not None,
     }
     if is_interpreted(kernel):
         radix = 16
@@ -288,7 +310,7 @@ def _autotuned_act_quant():
     if _TUNED is None:
         _TUNED = triton.autotune(
             configs=get_autotune_configs(),
-            key=["BLOCK_K", "HADAMARD", "HAS_SMOOTH"],
+            key=["BLOCK_K", "HADAMARD", "HAS_SMOOTH", "HAS_PRE_SCALE"],
             prune_configs_by={"early_config_prune": _prune_configs},
         )(_act_quant_kernel)
     return _TUNED

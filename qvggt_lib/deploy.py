@@ -2,39 +2,58 @@ r"""Deployment: from simulated QuantLinear layers to real integer kernels (W4A4,
 
 A QuantLinear (quant/linear.py) *simulates* quantization in floating point:
 
-    y = Q_a((x R) / s) Q_w((W R) * s)^T + b,      R = H diag(v)  (random Hadamard)
+    y = Q_a((x R) / s) Q_w((W R) * s)^T + b,      R = diag(v) H  (random Hadamard, signs
+                                                  first: x R = fwht(x * v), quant/hadamard.py)
 
 ``deploy(model)`` returns a copy in which every QuantLinear is an ``Int4Linear`` (weights of
 at most 4 bits, packed two per byte) or an ``Int8Linear`` (5 to 8 bits, one int8 per weight)
 that runs ``qvggt_kernels``:
 
-    q_x, s_x = quantize_per_token(x, act_bits, hadamard, smooth=d, clip=c)   # one fused pass
+    q_x, s_x = quantize_per_token(x, act_bits, hadamard, smooth=s, clip=c, pre_scale=v)
     y = w4a4_matmul(q_x, s_x, W_packed, s_w, b)        (or w8a8_matmul)      # int32 accumulate
+
+The first line is one fused pass: fwht(x * v) / s, per-token max, clip, rounding.
 
 What goes where
 ---------------
 * Offline, into the integer weights (always): the rotation's weight side W R and the
   smoothing * s, then the quantizer's own rounding, codes = Q_w((W R) * s) / s_w with s_w the
   per-output-channel scale (LWC clip included).
-* Online, fused into the activation-quantization kernel: the FWHT (x H), the divisor
-  d = s * v (smoothing times the Hadamard signs: fwht(x) * v / s = fwht(x) / (s * v), exact in
-  floating point since v = +-1), the per-token max, the LAC clip ratio c, rounding to codes.
+* Online, fused into the activation-quantization kernel: the Hadamard signs v as the kernel's
+  pre-scale (buffer act_signs, multiplied on load, exact since v = +-1), the FWHT, the
+  smoothing divisor s (buffer act_divisor), the per-token max, the LAC clip ratio c, rounding
+  to codes. The signs come *before* the FWHT, so they cannot be merged into the divisor any
+  more (fwht(x * v) / s is not fwht(x) / d for any d); that merge was only valid for the
+  signs-after order fwht(x) * v, which is a no-op for symmetric quantization.
 * GEMM epilogue: acc * s_x * s_w + b in fp32, stored in the input's dtype.
+
+Possible optimization (not done: one code path, exact everywhere): where the input of a layer
+is produced by something that commutes with a per-channel sign flip, v can leave the kernel.
+For attn.qkv (after norm1) and mlp.fc1 (after norm2), LN(x) * v = norm(x) * (gamma * v) +
+beta * v, so the signs fold into the LayerNorm affine (bit-exact: a sign flip is exact, and
+these LayerNorms feed only that linear). For attn.proj, the attention output is P V per head
+and (P V) * v = P (V * v), so v folds into the value rows of the qkv weight and bias (exact
+too: symmetric per-output-channel weight quantization commutes with flipping a row's sign).
+mlp.fc2 reads GELU(fc1(x)), and GELU does not commute with a sign flip, so its signs stay
+online. The kernel then drops one fp32 [K] load and one multiply per element, which is small
+next to the FWHT.
 
 Why the smoothing cannot go into the LayerNorm after a rotation
 ---------------------------------------------------------------
 SmoothQuant divides the LayerNorm output y = LN(x) by s per channel, and a per-channel scale is
 exactly what the LayerNorm's affine (gamma, beta) already applies: gamma / s, beta / s, free.
-DSFQ divides *after* the rotation: (y R) / s = y H diag(v / s). For the LayerNorm to absorb it,
-it would have to output y' with y' R = (y R) / s, i.e. y' = y H diag(1 / s) H^T: a dense K x K
-matrix, not a per-channel scale (only a constant s commutes with H). So the division stays
-online, where it is one division per element inside the kernel that already holds the row:
-cheap, but not free, and not "fused into the preceding LayerNorm" as the paper says. When the
-smoothing comes *before* any rotation (no rotation: SmoothQuant; or the ablation order
-smooth_then_rotate), the fold is valid, and ``deploy(model, fold_smoothing=True)`` does it for
-the LayerNorm-fed layers (attn.qkv after norm1, mlp.fc1 after norm2; proj and fc2 are fed by
-attention and GELU, so their s stays online: fused when it follows the rotation, a separate
-division before the kernel for smooth_then_rotate).
+DSFQ divides *after* the rotation: (y R) / s = y diag(v) H diag(1 / s). For the LayerNorm to
+absorb it, it would have to output y' with y' R = (y R) / s, i.e. y' = y R diag(1 / s) R^T =
+y diag(v) H diag(1 / s) H diag(v): a dense K x K matrix, not a per-channel scale (only a constant
+s commutes with H). So the division stays online, where it is one division per element
+inside the kernel that already holds the row: cheap, but not free, and not "fused into the
+preceding LayerNorm" as the paper says. (The signs v alone, unlike s, *would* fold: see
+"Possible optimization" above.) When the smoothing comes *before* any rotation (no rotation:
+SmoothQuant; or the ablation order smooth_then_rotate), the fold is valid, and
+``deploy(model, fold_smoothing=True)`` does it for the LayerNorm-fed layers (attn.qkv after
+norm1, mlp.fc1 after norm2; proj and fc2 are fed by attention and GELU, so their s stays
+online: fused when it follows the rotation, a separate division before the kernel for
+smooth_then_rotate).
 
 W4A8
 ----
@@ -84,19 +103,23 @@ from .quant.linear import QuantLinear
 from .quant.targets import LAYERNORM_FED, set_submodule
 
 FORMAT = "qvggt-deployed"
-FORMAT_VERSION = "1"
-_FP32_BUFFERS = ("weight_scale", "bias", "act_divisor", "input_divisor")
+FORMAT_VERSION = "2"  # 2: act_signs (pre-scale) buffer, act_divisor = s
+# version 1 files (no act_signs, act_divisor = s * v) hold the older signs-after rotation
+# H diag(v) consistently in their weights and divisors, so they still load and run exactly
+READABLE_VERSIONS = ("1", "2")
+_FP32_BUFFERS = ("weight_scale", "bias", "act_signs", "act_divisor", "input_divisor")
 
 
 class _IntLinear(nn.Module):
     """Shared body of Int4Linear / Int8Linear; see the module docstring.
 
     Buffers: weight (int codes: uint8 [N, K/2] packed or int8 [N, K]), weight_scale fp32 [N],
-    bias fp32 [N] or None, act_divisor fp32 [K] or None (d = s * v, divides the rotated row
-    inside the quantization kernel), input_divisor fp32 [K] or None (smoothing applied
-    *before* the rotation, order smooth_then_rotate, when it was not folded into a LayerNorm:
-    an unfused division). Attributes: hadamard (fused online FWHT), act_clip (LAC ratio c or
-    None), weight_bits, act_bits, backend.
+    bias fp32 [N] or None, act_signs fp32 [K] or None (the Hadamard signs v, the kernel's
+    pre-scale: multiplies the row on load, before the FWHT), act_divisor fp32 [K] or None (the
+    smoothing s, divides the rotated row inside the quantization kernel), input_divisor fp32
+    [K] or None (smoothing applied *before* the rotation, order smooth_then_rotate, when it was
+    not folded into a LayerNorm: an unfused division). Attributes: hadamard (fused online
+    FWHT), act_clip (LAC ratio c or None), weight_bits, act_bits, backend.
     The fp32 buffers stay fp32 when the model is cast (model.bfloat16()): only their device follows.
     """
 
@@ -113,6 +136,7 @@ class _IntLinear(nn.Module):
         hadamard: bool = False,
         act_divisor: bool = False,
         input_divisor: bool = False,
+        act_signs: bool = False,
         act_clip: float | None = None,
         backend: str = "auto",
         device=None,
@@ -146,6 +170,7 @@ class _IntLinear(nn.Module):
         self.register_buffer(
             "input_divisor", torch.ones(in_features, **fp32) if input_divisor else None
         )
+        self.register_buffer("act_signs", torch.ones(in_features, **fp32) if act_signs else None)
 
     # ---------------------------------------------------------------- conversion
     @classmethod
@@ -164,6 +189,7 @@ class _IntLinear(nn.Module):
             hadamard=plan["hadamard"],
             act_divisor=plan["act_divisor"] is not None,
             input_divisor=plan["input_divisor"] is not None,
+            act_signs=plan["act_signs"] is not None,
             act_clip=plan["act_clip"],
             backend=backend,
             device=codes.device,
@@ -173,7 +199,7 @@ class _IntLinear(nn.Module):
             out.weight_scale.copy_(scale)
             if layer.bias is not None:
                 out.bias.copy_(layer.bias.detach().float())
-            for name in ("act_divisor", "input_divisor"):
+            for name in ("act_signs", "act_divisor", "input_divisor"):
                 if plan[name] is not None:
                     getattr(out, name).copy_(plan[name])
         return out
@@ -191,6 +217,7 @@ class _IntLinear(nn.Module):
             self.act_divisor,
             self.act_clip,
             backend=self.backend,
+            pre_scale=self.act_signs,  # fwht(x * v) / s: the signs first, on load
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -231,6 +258,7 @@ class _IntLinear(nn.Module):
             "hadamard": self.hadamard,
             "act_divisor": self.act_divisor is not None,
             "input_divisor": self.input_divisor is not None,
+            "act_signs": self.act_signs is not None,
             "act_clip": self.act_clip,  # a Python float: JSON round-trips it exactly
         }
 
@@ -248,6 +276,7 @@ class _IntLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"w{self.weight_bits}a{self.act_bits}, hadamard={self.hadamard}, "
+            f"act_signs={self.act_signs is not None}, "
             f"act_divisor={self.act_divisor is not None}, "
             f"input_divisor={self.input_divisor is not None}, act_clip={self.act_clip}, "
             f"backend={self.backend!r}"
@@ -346,10 +375,9 @@ def _check_convertible(layer: QuantLinear, smoothing_folded: bool) -> dict:
     if rotation is None:
         act_divisor = None if smoothing_folded else s
     elif layer.order == "rotate_then_smooth":
-        act_divisor = signs if s is None else s * signs  # fwht(x) * v / s = fwht(x) / (s * v)
-    else:  # smooth_then_rotate: x / s first (unfused, or folded), then fwht(.) * v = fwht(.) / v
+        act_divisor = s  # fwht(x * v) / s: signs as the kernel's pre-scale, then divide
+    else:  # smooth_then_rotate: x / s first (unfused, or folded), then fwht(. * v)
         input_divisor = None if smoothing_folded else s
-        act_divisor = signs
     act_clip = None
     if aq.clip is not None:
         with torch.no_grad():
@@ -360,6 +388,7 @@ def _check_convertible(layer: QuantLinear, smoothing_folded: bool) -> dict:
         "hadamard": rotation is not None,
         "act_divisor": act_divisor,
         "input_divisor": input_divisor,
+        "act_signs": signs,
         "act_clip": act_clip,
     }
 
@@ -490,10 +519,10 @@ def load_deployed(path, device=None, backend: str = "auto") -> VGGT:
             f"{path} is not a deployed checkpoint (format "
             f"{metadata.get('format')!r}); use load_any for float/quantized ones"
         )
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path} has format version {metadata.get('format_version')!r}; "
-            f"this library reads version {FORMAT_VERSION}"
+            f"this library reads versions {', '.join(READABLE_VERSIONS)}"
         )
     model = VGGT(VGGTConfig.from_dict(json.loads(metadata["config"]))).eval()
     for name, config in json.loads(metadata["layers"]).items():
@@ -515,10 +544,12 @@ def linear_storage_bytes(
     weight_bits: int,
     bias: bool = True,
     act_divisor: bool = True,
+    act_signs: bool = True,
 ) -> int:
     """Bytes of one deployed layer's state: codes (4-bit: K/2 bytes per row; 5..8-bit: K),
-    fp32 weight scales [N], fp32 bias [N], fp32 activation divisor [K] (d = s * v, when the
-    layer rotates or smooths). memory.py counts models with it; tests check it against
+    fp32 weight scales [N], fp32 bias [N], fp32 activation divisor [K] (s, when the layer
+    smooths), fp32 Hadamard signs [K] (v, the kernel's pre-scale, when it rotates). The
+    defaults describe DSFQ (both). memory.py counts models with it; tests check it against
     real deployed modules."""
     codes = out_features * (math.ceil(in_features / 2) if weight_bits <= 4 else in_features)
     return (
@@ -526,4 +557,5 @@ def linear_storage_bytes(
         + 4 * out_features
         + (4 * out_features if bias else 0)
         + (4 * in_features if act_divisor else 0)
+        + (4 * in_features if act_signs else 0)
     )

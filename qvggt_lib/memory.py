@@ -6,11 +6,12 @@ What is counted (bytes of the state dict; activations and workspaces are not):
     fp32    4 B / parameter                                      4 B / parameter
     bf16    2 B / parameter (= fp16)                             2 B / parameter
     w8a8    int8 codes [N, K] + fp32 scale [N] + fp32 bias [N]   2 B / parameter (bf16)
-            + fp32 activation divisor [K]
+            + fp32 activation divisor s [K] + fp32 signs v [K]
     w4a4    packed int4 codes [N, K/2] + the same fp32 vectors   2 B / parameter (bf16)
 
-exactly what deploy.Int8Linear / Int4Linear store (deploy.linear_storage_bytes; the divisor
-d = s * v exists when a layer rotates or smooths, as in DSFQ: pass act_divisor=False for RTN).
+exactly what deploy.Int8Linear / Int4Linear store (deploy.linear_storage_bytes; the divisor s
+exists when a layer smooths and the Hadamard signs v, the kernel's pre-scale, when it rotates,
+both as in DSFQ: pass act_divisor=False / act_signs=False for RTN or SmoothQuant).
 Scopes (quant/targets.py): "default" = the aggregator's frame and global blocks (the paper's
 accuracy setting, 192 linears of VGGT-1B); "everything" = also the DINO patch-embed blocks and
 the camera-head trunk. The DPT heads (convolutions) and the embeddings stay 16-bit.
@@ -94,7 +95,9 @@ def _on_meta(config: VGGTConfig) -> VGGT:
         return VGGT(config)
 
 
-def model_memory_report(model_or_config, scope="default", act_divisor: bool = True) -> MemoryReport:
+def model_memory_report(
+    model_or_config, scope="default", act_divisor: bool = True, act_signs: bool = True
+) -> MemoryReport:
     """Exact byte counts (see the module docstring) for ``scope``: "default", "everything" or
     a tuple of scope names. Works on the meta device: vggt-1b needs no weights."""
     name, model = _meta_model(model_or_config)
@@ -111,7 +114,7 @@ def model_memory_report(model_or_config, scope="default", act_divisor: bool = Tr
     for scheme in SCHEMES:
         if scheme in _WEIGHT_BITS:
             layer_bytes = sum(
-                linear_storage_bytes(k, n, _WEIGHT_BITS[scheme], b, act_divisor)
+                linear_storage_bytes(k, n, _WEIGHT_BITS[scheme], b, act_divisor, act_signs)
                 for k, n, b in shapes
             )
             rest_bytes = 2 * (total - quantized)

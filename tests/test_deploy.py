@@ -128,6 +128,9 @@ def test_every_layer_is_exact_given_the_same_input(dsfq, images):
             d_layer, Int4Linear if s_layer.weight_quantizer.spec.bits == 4 else Int8Linear
         )
         assert d_layer.hadamard and d_layer.act_divisor is not None and d_layer.act_clip < 1
+        # signs first: v is the kernel's pre-scale, the divisor is s alone (no s * v folding)
+        assert torch.equal(d_layer.act_signs, s_layer.rotation.signs), name
+        assert torch.equal(d_layer.act_divisor, s_layer.smooth.detach().float()), name
         codes, scale = simulated_codes(s_layer, x)
         q, s = d_layer.quantize_input(x)
         assert torch.equal(q, codes) and torch.equal(s, scale), name
@@ -217,6 +220,7 @@ def test_smoothquant_smoothing_folds_into_layernorm(float_model, images):
         )
         assert deployed_layers(folded)[name].act_divisor is None
         assert deployed_layers(exact)[name].act_divisor is not None
+        assert deployed_layers(exact)[name].act_signs is None  # no rotation, no signs
         x = torch.randn(5, layer.in_features) * 3 + 1
         with torch.no_grad():
             torch.testing.assert_close(
@@ -249,6 +253,7 @@ def test_fold_follows_the_order_of_rotation_and_smoothing(float_model, images):
     for name, x in sim_inputs.items():  # unfolded: bit-exact codes through the input division
         layer = deployed_layers(exact)[name]
         assert layer.input_divisor is not None and layer.hadamard
+        assert layer.act_signs is not None and layer.act_divisor is None  # fwht((x / s) * v)
         codes, scale = simulated_codes(sim.get_submodule(name), x)
         q, s = layer.quantize_input(x)
         assert torch.equal(q, codes) and torch.equal(s, scale)
@@ -291,6 +296,26 @@ def test_w4a8_uses_the_int4_gemm_with_8_bit_codes():
     assert isinstance(from_quant_linear(dsfq_layer(wbits=6, abits=6)), Int8Linear)
 
 
+def test_signs_are_the_kernels_pre_scale():
+    """The deployed activation side is quantize_per_token(x, pre_scale=v, hadamard, smooth=s):
+    fwht(x * v) / s, the simulation's (x R) / s with R = diag(v) H. Folding v into the
+    divisor (fwht(x) / (s * v), the old signs-after order) gives other codes."""
+    layer = dsfq_layer(k=128, seed=3)
+    dep = from_quant_linear(layer, backend="torch")
+    v, s = layer.rotation.signs, layer.smooth.detach().float()
+    assert torch.equal(dep.act_signs, v) and torch.equal(dep.act_divisor, s)
+    x = torch.randn(40, 128) + 1.5  # a common offset, as a post-GELU input
+    q, scale = dep.quantize_input(x)
+    q_k, scale_k = qk.quantize_per_token(
+        x, 4, hadamard=True, smooth=s, clip=dep.act_clip, pre_scale=v, backend="torch"
+    )
+    assert torch.equal(q, q_k) and torch.equal(scale, scale_k)
+    assert torch.equal(q, simulated_codes(layer, x)[0])
+    q_old, _ = qk.quantize_per_token(x, 4, hadamard=True, smooth=s * v, clip=dep.act_clip)
+    assert not torch.equal(q_old, q)
+    assert dep.layer_config()["act_signs"] is True
+
+
 @pytest.mark.skipif(not qk.HAS_TRITON, reason="triton is not installed")
 @pytest.mark.parametrize("rotate", [True, False])
 def test_int4linear_through_the_triton_interpreter(rotate):
@@ -320,6 +345,7 @@ def test_bf16_cast_keeps_scales_in_fp32():
     dep = dep.to(torch.bfloat16)
     assert dep.weight_scale.dtype == torch.float32 and torch.equal(dep.weight_scale, ref)
     assert dep.act_divisor.dtype == torch.float32 and dep.weight.dtype == torch.uint8
+    assert dep.act_signs.dtype == torch.float32
     y = dep(torch.randn(4, 64, dtype=torch.bfloat16))
     assert y.dtype == torch.bfloat16 and y.shape == (4, 32)
 

@@ -5,8 +5,19 @@ outlier channel of X over all K channels, which makes per-token quantization of 
 easier (QuaRot, Ashkboos et al., NeurIPS 2024). QuantVGGT uses, for every quantized linear,
 its own random Hadamard of size K = in_features:
 
-    R = H diag(v),   H = orthonormal Hadamard (H H^T = I),   v in {-1, +1}^K random,
-    x R = (x H) * v  = fwht(x) * v          (K a power of two: O(K log K), no K x K matmul)
+    R = diag(v) H,   H = orthonormal Hadamard (H H^T = I),   v in {-1, +1}^K random,
+    x R = (x * v) H  = fwht(x * v)          (K a power of two: O(K log K), no K x K matmul)
+    W R = fwht(W * v)                       (weight side, fused offline: rows of W rotate alike)
+
+Where the signs go: *before* the transform, as in QuaRot's code (random_hadamard_matrix =
+matmul_hadU(diag(v))) and QuantVGGT's reference code (evaluation/quarot). The paper's notation
+H = H^ diag(v), read literally as x R = fwht(x) * v (signs *after* the transform), would be a
+no-op for symmetric quantization: a sign flip changes no magnitude, and symmetric quantizers
+are sign-equivariant (Q(-a) = -Q(a)), so every quantization error of x R and W R, and every
+per-channel abs-max (hence every smoothing factor), would be exactly that of the plain H, and
+the seed would not matter. With the signs first, the seed randomizes the rotation: e.g. a
+common positive offset of every channel (post-GELU fc2 inputs) maps under plain H to one large
+channel 0 (column 0 of H is all ones), while fwht(x * v) scatters it over all channels.
 
 Where each side is applied, for the VGGT aggregator linears (K = 1024 or 4096):
 
@@ -17,12 +28,13 @@ Where each side is applied, for the VGGT aggregator linears (K = 1024 or 4096):
     mlp.fc2     GELU(fc1(x)), K = 4096    online                  fused offline
 
 "Online" means computed at run time; a deployment fuses it into the per-token
-activation-quantization kernel (both are row-local). A QuaRot-style rotation of the whole
-residual stream would make x R free for qkv and fc1 too, but LayerNorm does not commute with
-R: one must first bake the mean subtraction into every writer of the residual stream (patch
-embedding, proj, fc2), fold the LayerNorm affine into the next linears and the LayerScale
-gammas into proj/fc2, and undo R wherever the heads read intermediate tokens. We keep the
-paper's per-layer rotations instead.
+activation-quantization kernel (both are row-local; the signs are the kernel's pre-scale,
+applied on load before the FWHT). A QuaRot-style rotation of the whole residual stream would
+make x R free for qkv and fc1 too, but LayerNorm does not commute with R: one must first bake
+the mean subtraction into every writer of the residual stream (patch embedding, proj, fc2),
+fold the LayerNorm affine into the next linears and the LayerScale gammas into proj/fc2, and
+undo R wherever the heads read intermediate tokens. We keep the paper's per-layer rotations
+instead.
 """
 
 import math
@@ -122,9 +134,11 @@ def hadamard_matrix(n: int, dtype: torch.dtype = torch.float32, device=None) -> 
 
 
 class RandomHadamard(nn.Module):
-    """R = H diag(v), with H = hadamard_matrix(n) and signs v ~ {-1, +1}^n drawn from seed.
+    """R = diag(v) H, with H = hadamard_matrix(n) and signs v ~ {-1, +1}^n drawn from seed.
 
-    The signs are a persistent buffer, so a saved model reloads the same rotation.
+    Signs first (QuaRot / QuantVGGT reference code; see the module docstring): x R =
+    fwht(x * v), so different seeds give different rotations and different quantization
+    errors. The signs are a persistent buffer, so a saved model reloads the same rotation.
     """
 
     def __init__(self, n: int, seed: int):
@@ -138,19 +152,22 @@ class RandomHadamard(nn.Module):
         self.register_buffer("dense_hadamard", dense, persistent=False)
 
     def rotate(self, x: Tensor) -> Tensor:
-        """x [..., n] -> x R = (x H) * v, same shape, dtype and device as x."""
+        """x [..., n] -> x R = (x * v) H, same shape, dtype and device as x.
+
+        The sign flip x * v is exact in every float dtype, so this is the FWHT of x * v with
+        the same arithmetic as qvggt_kernels.quantize_per_token(..., pre_scale=v).
+        """
+        xv = x * self.signs.to(device=x.device, dtype=x.dtype)
         if self.dense_hadamard is None:
-            xh = fwht(x)
-        else:
-            xh = x @ self.dense_hadamard.to(device=x.device, dtype=x.dtype)
-        return xh * self.signs.to(device=x.device, dtype=x.dtype)
+            return fwht(xv)
+        return xv @ self.dense_hadamard.to(device=x.device, dtype=x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.rotate(x)
 
     def matrix(self) -> Tensor:
-        """Dense R [n, n] (float32, on the signs' device)."""
-        return hadamard_matrix(self.n, device=self.signs.device) * self.signs[None, :]
+        """Dense R = diag(v) H [n, n] (float32, on the signs' device): row i of H times v_i."""
+        return self.signs[:, None] * hadamard_matrix(self.n, device=self.signs.device)
 
     def extra_repr(self) -> str:
         return f"n={self.n}, fast={self.dense_hadamard is None}"

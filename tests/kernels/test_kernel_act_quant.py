@@ -14,9 +14,14 @@ BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
 
 
 def random_smooth(k, device=DEVICE):
-    """Positive magnitudes with random signs, as when a random Hadamard is folded in."""
+    """Non-zero divisors of both signs (the kernel must not assume s > 0)."""
     sign = torch.where(torch.rand(k) < 0.5, -1.0, 1.0)
     return ((torch.rand(k) + 0.25) * sign).to(device)
+
+
+def random_signs(k, device=DEVICE):
+    """The diagonal v of a random Hadamard diag(v) H, the usual pre-scale."""
+    return torch.where(torch.rand(k) < 0.5, -1.0, 1.0).to(device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -36,6 +41,28 @@ def test_reference_semantics(bits):
     # round to nearest: dequantization error at most half a step (+ fp slack)
     err = (q.double() * scale.double()[:, None] - y).abs()
     assert bool((err <= scale.double()[:, None] * (0.5 + 1e-5)).all())
+
+
+def test_reference_pre_scale_comes_before_the_rotation():
+    """y = fwht(x * p) / s: with p = v (+-1) that is x diag(v) H / s, a random Hadamard with
+    the signs first; it differs from fwht(x) * v / s (signs after the transform)."""
+    x = torch.randn(6, 64) * 4
+    x[:, :] += 3.0  # a common offset, which the signs must scatter before the transform
+    v, smooth = random_signs(64, "cpu"), random_smooth(64, "cpu").abs()
+    q, scale = qk.quantize_per_token_reference(x, 8, hadamard=True, smooth=smooth, pre_scale=v)
+    h = torch.tensor(scipy.linalg.hadamard(64), dtype=torch.float64) / 8.0
+    y = (x.double() * v.double()) @ h / smooth.double()
+    torch.testing.assert_close(scale.double(), y.abs().amax(1) / 127, rtol=1e-6, atol=0)
+    err = (q.double() * scale.double()[:, None] - y).abs()
+    assert bool((err <= scale.double()[:, None] * (0.5 + 1e-5)).all())
+    q_after, _ = qk.quantize_per_token_reference(x, 8, hadamard=True, smooth=smooth / v)
+    assert not torch.equal(q_after, q)  # fwht(x) * v / s is another rotation
+    # without the rotation the pre-scale is a plain per-channel product, also non +-1 values
+    p = torch.rand(64) + 0.5
+    assert torch.equal(
+        qk.quantize_per_token_reference(x, 4, pre_scale=p)[0],
+        qk.quantize_per_token_reference(x * p, 4)[0],
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -97,6 +124,64 @@ def test_triton_with_hadamard(m, k, dtype, use_smooth):
     diff = (q.int() - q_ref.int()).abs()
     assert int(diff.max()) <= 1
     assert float((diff > 0).float().mean()) < 0.01
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "m,k,dtype,use_smooth",
+    [
+        (37, 64, F32, True),
+        (9, 16, BF16, False),
+        (3, 1024, BF16, True),
+        (3, 4096, F16, True),
+    ],
+)
+def test_triton_with_pre_scale_and_hadamard(m, k, dtype, use_smooth):
+    """The signs first, on load (Triton interpreter on CPU vs the torch reference)."""
+    x = (torch.randn(m, k, device=DEVICE) * 3 + 1).to(dtype)
+    v = random_signs(k)
+    smooth = random_smooth(k).abs() if use_smooth else None
+    q, scale = qk.quantize_per_token(
+        x, 4, hadamard=True, smooth=smooth, pre_scale=v, backend="triton"
+    )
+    q_ref, scale_ref = qk.quantize_per_token_reference(
+        x, 4, hadamard=True, smooth=smooth, pre_scale=v
+    )
+    torch.testing.assert_close(scale, scale_ref, rtol=1e-5, atol=0)
+    diff = (q.int() - q_ref.int()).abs()
+    assert int(diff.max()) <= 1
+    assert float((diff > 0).float().mean()) < 0.01
+    # +-1 signs are exact: pre-scaling in the kernel == flipping the input beforehand
+    q_flip, scale_flip = qk.quantize_per_token(
+        (x * v.to(dtype)).contiguous(), 4, hadamard=True, smooth=smooth, backend="triton"
+    )
+    assert torch.equal(q, q_flip) and torch.equal(scale, scale_flip)
+
+
+@needs_triton
+@pytest.mark.parametrize("m,k,dtype", [(37, 64, F32), (1, 100, F16), (5, 4096, BF16)])
+def test_triton_pre_scale_bit_exact_without_hadamard(m, k, dtype):
+    x = (torch.randn(m, k, device=DEVICE) * 3).to(dtype)
+    pre = (torch.rand(k) + 0.5).to(DEVICE)  # general factors, not only signs
+    smooth = random_smooth(k)
+    q, scale = qk.quantize_per_token(x, 8, smooth=smooth, pre_scale=pre, backend="triton")
+    q_ref, scale_ref = qk.quantize_per_token_reference(x, 8, smooth=smooth, pre_scale=pre)
+    assert torch.equal(scale, scale_ref) and torch.equal(q, q_ref)
+
+
+def test_pre_scale_matches_the_library_rotation():
+    """pre_scale=v, hadamard=True quantizes exactly RandomHadamard.rotate(x) = fwht(x * v)."""
+    from qvggt_lib.quant.hadamard import RandomHadamard
+    from qvggt_lib.quant.quantizer import QuantSpec, compute_qparams, quantize
+
+    rotation = RandomHadamard(128, seed=3)
+    x = torch.randn(11, 128) + 2.0
+    q, scale = qk.quantize_per_token(x, 4, hadamard=True, pre_scale=rotation.signs, backend="torch")
+    y = rotation.rotate(x)
+    spec = QuantSpec(4, "per_token")
+    s_fake, z = compute_qparams(y, spec)
+    assert torch.equal(scale, s_fake[:, 0])
+    assert torch.equal(q, quantize(y, s_fake, z, spec).to(torch.int8))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -191,6 +276,12 @@ def test_errors():
         qk.quantize_per_token(x, 4, smooth=torch.ones(95))
     with pytest.raises(TypeError, match="smooth"):
         qk.quantize_per_token(x, 4, smooth=torch.ones(96, dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"pre_scale must have shape \[K\]"):
+        qk.quantize_per_token(x, 4, pre_scale=torch.ones(95))
+    with pytest.raises(TypeError, match="pre_scale"):
+        qk.quantize_per_token(x, 4, pre_scale=torch.ones(96, dtype=torch.float16))
+    with pytest.raises(ValueError, match="contiguous"):
+        qk.quantize_per_token(x, 4, pre_scale=torch.ones(96, 2)[:, 0])
 
 
 def test_scale_formula_uses_qmax():

@@ -80,12 +80,12 @@ def test_gemm_uses_int8_wgmma(w_int4):
 
 def test_act_quant_with_hadamard_compiles():
     sig = {
-        "x_ptr": "*bf16", "smooth_ptr": "*fp32", "q_ptr": "*i8", "scale_ptr": "*fp32",
-        "M": "i32", "K": "i32", "norm": "fp32", "clip": "fp32",
+        "x_ptr": "*bf16", "smooth_ptr": "*fp32", "pre_scale_ptr": "*fp32", "q_ptr": "*i8",
+        "scale_ptr": "*fp32", "M": "i32", "K": "i32", "norm": "fp32", "clip": "fp32",
     }  # fmt: skip
     meta = {
         "QMAX": 7, "BLOCK_M": 2, "BLOCK_K": 1024, "HADAMARD": True, "HAS_SMOOTH": True,
-        "RADIX": 16, "DOT_PRECISION": "tf32x3",
+        "HAS_PRE_SCALE": True, "RADIX": 16, "DOT_PRECISION": "tf32x3",
     }  # fmt: skip
     ptx = compile_ptx(mod("act_quant")._act_quant_kernel, sig, meta, num_stages=1)
     assert "div.rn.f32" in ptx

@@ -58,7 +58,7 @@ def test_random_hadamard_rotate_equals_dense_matrix(n):
     rotation = RandomHadamard(n, seed=3)
     r = rotation.matrix()
     assert _identity_error(r.double()) < 1e-6
-    assert torch.equal(r, hadamard_matrix(n) * rotation.signs)  # R = H diag(v)
+    assert torch.equal(r, rotation.signs[:, None] * hadamard_matrix(n))  # R = diag(v) H
     x = torch.randn(7, n)
     assert torch.allclose(rotation.rotate(x), x @ r, atol=1e-5)
 
@@ -90,3 +90,51 @@ def test_fused_weight_with_online_rotation_equals_float_linear(n):
         rotate_linear_input(linear, rotation.matrix()).weight, fused.weight, atol=1e-6
     )
     assert torch.equal(linear.weight, original) and fused.weight is not linear.weight
+
+
+def test_signs_come_before_the_transform():
+    """x R = fwht(x * v) (QuaRot / QuantVGGT reference order), not fwht(x) * v."""
+    rotation = RandomHadamard(64, seed=4)
+    x = torch.randn(5, 64)
+    assert torch.equal(rotation.rotate(x), fwht(x * rotation.signs))
+    assert not torch.allclose(rotation.rotate(x), fwht(x) * rotation.signs, atol=1e-3)
+
+
+def _act_error(x, rotation):
+    from qvggt_lib.quant.quantizer import QuantSpec, fake_quantize
+
+    xr = rotation.rotate(x)
+    return float((fake_quantize(xr, QuantSpec(4, "per_token")) - xr).norm() / xr.norm())
+
+
+@pytest.mark.parametrize("n", [256, 48])
+def test_seed_matters_for_inputs_with_a_common_offset(n):
+    """Post-GELU-like inputs (a common positive offset): with the signs first, two seeds give
+    two different rotations and different 4-bit errors (signs after the transform would give
+    identical magnitudes, hence identical errors, for every seed). Each rotation stays
+    orthogonal and the fused weight with the online rotation stays exact."""
+    gen = torch.Generator().manual_seed(0)
+    x = 1.0 + 0.3 * torch.randn(64, n, generator=gen)  # every channel around +1
+    a, b = RandomHadamard(n, seed=1), RandomHadamard(n, seed=2)
+    assert not torch.equal(a.signs, b.signs)
+    err_a, err_b = _act_error(x, a), _act_error(x, b)
+    assert err_a != err_b
+    assert not torch.equal(a.rotate(x).abs(), b.rotate(x).abs())
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(n, 24)
+    for rotation in (a, b):
+        assert _identity_error(rotation.matrix().double()) < 1e-6
+        assert torch.allclose(rotation.rotate(x), x @ rotation.matrix(), atol=1e-5)
+        fused = rotate_linear_input(linear, rotation)
+        assert torch.allclose(fused(rotation.rotate(x)), linear(x), atol=1e-4)
+
+
+def test_signs_first_scatters_a_common_offset():
+    """Plain H maps a flat row c*1 to c*sqrt(n)*e_0 (one outlier); diag(v) H spreads it."""
+    n = 1024
+    flat = torch.ones(1, n)
+    plain = fwht(flat)
+    assert plain[0, 0].item() == pytest.approx(n**0.5) and plain[0, 1:].abs().max() < 1e-4
+    rotated = RandomHadamard(n, seed=0).rotate(flat)
+    assert rotated.abs().max() < 0.2 * n**0.5  # no single channel carries the offset
+    assert rotated.norm().item() == pytest.approx(n**0.5, rel=1e-5)
