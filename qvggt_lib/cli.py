@@ -151,13 +151,11 @@ def cmd_table(args) -> int:
 
 
 def _add_quant_arguments(parser) -> None:
-    from .quant.sampling import METHODS as SELECTIONS
-
     parser.add_argument("--model", default="tiny", help="shipped pretrained name (tiny)")
     parser.add_argument("--checkpoint", default=None,
                         help="a float model written by save_checkpoint (overrides --model)")
-    parser.add_argument("--calib", default="nfds", choices=SELECTIONS,
-                        help="how to pick the calibration scenes (default nfds)")
+    parser.add_argument("--calib", default="nfds",  # checked by quant.sampling (no sklearn here)
+                        help="calibration pick: random, filtered, clustered or nfds (default)")
     parser.add_argument("--calib-size", dest="calib_size", type=int, default=40)
     parser.add_argument("--calib-pool", dest="calib_pool", type=int, default=400,
                         help="candidate calib-split scenes to pick from")

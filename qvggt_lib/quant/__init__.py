@@ -1,5 +1,26 @@
-"""Model-independent quantization building blocks: quantizers, rotations, smoothing, GPTQ."""
+"""Quantization of VGGT: building blocks (quantizers, rotations, smoothing, GPTQ, QuantLinear),
+the target table, calibration, and the model-level API: quantize_model (= api.quantize),
+save_quantized, load_quantized, load_any."""
 
+from .api import (
+    ABLATIONS,
+    BITS,
+    METHODS,
+    GPTQConfig,
+    QuantConfig,
+    QuantReport,
+    QuantVGGTConfig,
+    QuaRotConfig,
+    RTNConfig,
+    SmoothQuantConfig,
+    make_config,
+)
+from .api import quantize as quantize_model  # `quantize` here stays the tensor primitive
+from .calibration import (
+    calibrate_blockwise,
+    calibration_scenes,
+    collect_linear_statistics,
+)
 from .gptq import HessianAccumulator, gptq_quantize_weight
 from .hadamard import (
     RandomHadamard,
@@ -21,21 +42,38 @@ from .quantizer import (
     quantize,
     round_ste,
 )
+from .serialization import load_any, load_quantized, save_quantized
 from .smoothing import (
     ActAbsMaxObserver,
     smoothing_factors,
     transform_input,
     transform_weight,
 )
+from .targets import DEFAULT_SCOPES, SCOPES, quantizable_linears
 
 __all__ = [
+    "ABLATIONS",
+    "BITS",
+    "DEFAULT_SCOPES",
+    "METHODS",
+    "SCOPES",
     "ActAbsMaxObserver",
+    "GPTQConfig",
     "HessianAccumulator",
     "LearnableClip",
+    "QuaRotConfig",
+    "QuantConfig",
     "QuantLinear",
+    "QuantReport",
     "QuantSpec",
+    "QuantVGGTConfig",
     "Quantizer",
+    "RTNConfig",
     "RandomHadamard",
+    "SmoothQuantConfig",
+    "calibrate_blockwise",
+    "calibration_scenes",
+    "collect_linear_statistics",
     "compute_qparams",
     "dequantize",
     "fake_quantize",
@@ -44,10 +82,16 @@ __all__ = [
     "hadamard_block_size",
     "hadamard_matrix",
     "is_power_of_two",
+    "load_any",
+    "load_quantized",
+    "make_config",
     "qparams_from_range",
+    "quantizable_linears",
     "quantize",
+    "quantize_model",
     "rotate_linear_input",
     "round_ste",
+    "save_quantized",
     "smoothing_factors",
     "transform_input",
     "transform_weight",

@@ -4,11 +4,13 @@ With a rotation R = H diag(v) and smoothing factors s [K], the layer computes
 
     y = Q_a((x R) / s) Q_w((W R) * s)^T + b
 
-which equals x W^T + b when nothing is quantized. Q_a and Q_w follow their QuantSpecs
-(the paper: dynamic per-token and per-output-channel, both symmetric), each with an optional
-learnable clip factor. To run GPTQ, feed it the weight buffer times s and the Hessian of
+which equals x W^T + b when nothing is quantized. For the ablation's other order
+(order="smooth_then_rotate", smoothing.py) it computes Q_a((x / s) R) Q_w((W * s) R)^T + b.
+Q_a and Q_w follow their QuantSpecs (the paper: dynamic per-token and per-output-channel,
+both symmetric), each with an optional learnable clip factor. To run GPTQ, feed it transformed_weight() and the Hessian of
 transform_input(x), then hand the result to set_quantized_weight.
-W R is fused once at construction; Q_w((W R) * s) is cached in the buffer
+W R is fused once at construction (rotate_then_smooth; smooth_then_rotate keeps W and
+rotates W * s on every recomputation); Q_w((W R) * s) is cached in the buffer
 quantized_weight and reused in eval mode. In train mode (calibrating s and the clip factors
 by gradient descent through the straight-through estimator) it is recomputed every call,
 and switching back to eval mode refreshes the cache.
@@ -23,11 +25,14 @@ from torch import Tensor, nn
 from .hadamard import RandomHadamard, rotate_linear_input
 from .quantizer import LearnableClip, Quantizer, QuantSpec
 
+ORDERS = ("rotate_then_smooth", "smooth_then_rotate")
+
 
 class QuantLinear(nn.Module):
     """Fake-quantized linear; build it with QuantLinear.from_float.
 
-    Buffers: weight [N, K] = W R (float, frozen), bias [N], quantized_weight [N, K].
+    Buffers: weight [N, K] = W R (float, frozen; W for smooth_then_rotate), bias [N],
+    quantized_weight [N, K].
     Parameters (what calibration trains): smooth [K] and the clip logits, when present.
     """
 
@@ -39,8 +44,12 @@ class QuantLinear(nn.Module):
         act_quantizer: Quantizer | None,
         rotation: RandomHadamard | None = None,
         smooth: Tensor | None = None,
+        order: str = "rotate_then_smooth",
     ):
         super().__init__()
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        self.order = order
         self.out_features, self.in_features = weight.shape
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
@@ -64,6 +73,7 @@ class QuantLinear(nn.Module):
         learnable_weight_clip: bool = False,
         learnable_act_clip: bool = False,
         clip_init_logit: float = 4.0,
+        order: str = "rotate_then_smooth",
     ) -> "QuantLinear":
         """Copy linear into a QuantLinear; linear itself is left untouched.
 
@@ -71,13 +81,16 @@ class QuantLinear(nn.Module):
         and fused into W. smooth: initial s [K], computed in the rotated space (see
         smoothing.py). learnable_weight_clip: one sigmoid factor per output channel [N, 1];
         learnable_act_clip: one per layer. Both start at sigmoid(clip_init_logit).
+        order: "rotate_then_smooth" (DSFQ) or "smooth_then_rotate" (ablation; then smooth
+        is computed from the unrotated statistics, see smoothing.py).
         The new layer starts in the source's train/eval mode.
         """
         if learnable_weight_clip and weight_spec is None:
             raise ValueError("learnable_weight_clip needs a weight_spec")
         if learnable_act_clip and act_spec is None:
             raise ValueError("learnable_act_clip needs an act_spec")
-        source = linear if rotation is None else rotate_linear_input(linear, rotation)
+        fuse_rotation = rotation is not None and order == "rotate_then_smooth"
+        source = rotate_linear_input(linear, rotation) if fuse_rotation else linear
         weight = source.weight.detach().clone()
         bias = None if linear.bias is None else linear.bias.detach().clone()
         device = weight.device
@@ -92,12 +105,19 @@ class QuantLinear(nn.Module):
             act_quantizer = Quantizer(act_spec, act_clip)
         if rotation is not None:
             rotation = copy.deepcopy(rotation).to(device)  # the layer owns its signs
-        layer = cls(weight, bias, weight_quantizer, act_quantizer, rotation, smooth)
+        layer = cls(weight, bias, weight_quantizer, act_quantizer, rotation, smooth, order)
         return layer.train(linear.training)
 
-    def compute_quantized_weight(self) -> Tensor:
-        """Q_w((W R) * s) [N, K], differentiable w.r.t. smooth and the weight clip."""
+    def transformed_weight(self) -> Tensor:
+        """W' [N, K] before weight quantization: (W R) * s, or (W * s) R for smooth_then_rotate."""
         weight = self.weight if self.smooth is None else self.weight * self.smooth
+        if self.order == "smooth_then_rotate" and self.rotation is not None:
+            weight = self.rotation.rotate(weight)
+        return weight
+
+    def compute_quantized_weight(self) -> Tensor:
+        """Q_w(W') [N, K], differentiable w.r.t. smooth and the weight clip."""
+        weight = self.transformed_weight()
         return weight if self.weight_quantizer is None else self.weight_quantizer(weight)
 
     @torch.no_grad()
@@ -120,11 +140,14 @@ class QuantLinear(nn.Module):
         return super().train(mode)
 
     def transform_input(self, x: Tensor) -> Tensor:
-        """x [..., K] -> (x R) / s, before activation quantization."""
-        if self.rotation is not None:
+        """x [..., K] -> (x R) / s (or (x / s) R), before activation quantization."""
+        rotate_first = self.order == "rotate_then_smooth"
+        if self.rotation is not None and rotate_first:
             x = self.rotation.rotate(x)
         if self.smooth is not None:
             x = x / self.smooth.to(x.dtype)
+        if self.rotation is not None and not rotate_first:
+            x = self.rotation.rotate(x)
         return x
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,4 +165,5 @@ class QuantLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"weight_bits={weight_bits}, act_bits={act_bits}, "
             f"rotation={self.rotation is not None}, smooth={self.smooth is not None}"
+            + ("" if self.order == "rotate_then_smooth" else f", order={self.order}")
         )

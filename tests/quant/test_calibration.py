@@ -1,0 +1,180 @@
+"""Facts about calibration: layer statistics, block inputs and layouts, block reconstruction."""
+
+import pytest
+import torch
+
+from qvggt_lib.model import build_vggt
+from qvggt_lib.quant.api import QuantVGGTConfig, quantize
+from qvggt_lib.quant.calibration import (
+    BlockInputs,
+    calibrate_block,
+    calibrate_blockwise,
+    calibration_scenes,
+    capture_block_inputs,
+    check_calibration,
+    collect_linear_statistics,
+    run_block,
+)
+from qvggt_lib.quant.hadamard import RandomHadamard
+from qvggt_lib.quant.linear import QuantLinear
+from qvggt_lib.quant.targets import block_chains, quantizable_linears, target_blocks
+
+FRAMES, SIZE = 3, 28  # 2 x 2 patches + 5 special tokens: P = 9 tokens per frame
+
+
+def small_model(outliers: bool = False):
+    model = build_vggt("tiny", depth=2, intermediate_layer_idx=(0, 0, 1, 1), seed=0).eval()
+    if outliers:  # full-strength residual branches and a few huge LayerNorm channels
+        with torch.no_grad():
+            for _, _, block in target_blocks(model, ("frame_blocks", "global_blocks")):
+                block.ls1.gamma.fill_(1.0)
+                block.ls2.gamma.fill_(1.0)
+                block.norm1.weight[:4] = 30.0
+                block.norm2.weight[-4:] = 30.0
+    return model
+
+
+def scenes(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(FRAMES, 3, SIZE, SIZE, generator=g) for _ in range(n)]
+
+
+def test_statistics_match_the_layer_inputs():
+    model, calib = small_model(), scenes(2)
+    names = ["aggregator.frame_blocks.1.mlp.fc2", "aggregator.global_blocks.0.attn.qkv"]
+    inputs = {name: [] for name in names}
+    handles = [model.get_submodule(n).register_forward_pre_hook(
+        lambda m, a, n=n: inputs[n].append(a[0].reshape(-1, a[0].shape[-1]))) for n in names]
+    with torch.no_grad():
+        for scene in calib:
+            model.aggregator(scene[None])
+    for handle in handles:
+        handle.remove()
+    rotations = {names[0]: RandomHadamard(512, seed=3)}
+    stats = collect_linear_statistics(model, calib, names, rotations, need_hessian=True,
+                                      progress=False)
+    for name in names:
+        x = torch.cat(inputs[name])
+        assert stats[name].num_tokens == x.shape[0] == 2 * FRAMES * 9
+        assert torch.allclose(stats[name].act_absmax, x.abs().amax(0))
+        space = rotations[name].rotate(x) if name in rotations else x
+        assert torch.allclose(stats[name].hessian, 2 * space.T @ space / len(x), atol=1e-5)
+    xr = rotations[names[0]].rotate(torch.cat(inputs[names[0]]))
+    assert torch.allclose(stats[names[0]].rotated_absmax, xr.abs().amax(0))
+    assert stats[names[1]].rotated_absmax is None
+
+
+def test_block_inputs_have_the_frame_and_global_layouts():
+    model, calib = small_model(), scenes(2)
+    blocks = ["aggregator.frame_blocks.1", "aggregator.global_blocks.1"]
+    frame, glob = capture_block_inputs(model, blocks, calib, "aggregator").values()
+    assert [tuple(a[0].shape) for a in frame] == [(FRAMES, 9, 128)] * 2
+    assert [tuple(a[1].shape) for a in frame] == [(FRAMES, 9, 2)] * 2
+    assert [tuple(a[0].shape) for a in glob] == [(1, FRAMES * 9, 128)] * 2
+    (trunk,) = capture_block_inputs(model, ["camera_head.trunk.0"], calib, "camera_head").values()
+    assert [tuple(a[0].shape) for a in trunk] == [(1, FRAMES, 256)] * 8  # 4 iterations
+
+
+def test_propagated_block_inputs_equal_the_real_ones():
+    model, calib = small_model(outliers=True), scenes(2)
+    for chain in block_chains(model, ("patch_embed", "frame_blocks", "camera_head")):
+        names = [name for name, _, _ in chain]
+        real = capture_block_inputs(model, names, calib, chain[0][1].runs_in)
+        inputs = BlockInputs(model, chain, calib)
+        for name, _, block in chain:
+            assert len(inputs.args) == len(real[name]) > 0
+            for got, expected in zip(inputs.args, real[name]):
+                assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, expected)), name
+            inputs.advance(run_block(block, inputs.args))
+
+
+def test_calibration_feeds_global_blocks_the_global_layout():
+    fp, calib = small_model(), scenes(2)
+    q = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, calibrate=False, progress=False)
+    seen = {"frame": set(), "global": set()}
+    hooks = [q.aggregator.frame_blocks[1].register_forward_pre_hook(
+                 lambda m, a: seen["frame"].add(tuple(a[0].shape))),
+             q.aggregator.global_blocks[1].register_forward_pre_hook(
+                 lambda m, a: seen["global"].add(tuple(a[0].shape)))]
+    calibrate_blockwise(fp, q, calib, epochs=1, progress=False)
+    for hook in hooks:
+        hook.remove()
+    assert seen == {"frame": {(FRAMES, 9, 128)}, "global": {(1, FRAMES * 9, 128)}}
+
+
+def test_block_reconstruction_reduces_the_block_output_error():
+    fp, calib = small_model(outliers=True), scenes(3)
+    config = QuantVGGTConfig(bits="w4a4", epochs=4)
+    q = quantize(fp, config, calibration=calib, progress=False)
+    blocks = q.quant_report.blocks
+    assert [b["name"] for b in blocks] == [
+        "aggregator.frame_blocks.0", "aggregator.global_blocks.0",
+        "aggregator.frame_blocks.1", "aggregator.global_blocks.1"]
+    assert all(b["steps"] == 4 * 3 for b in blocks)
+    assert all(b["mse_after"] < b["mse_before"] for b in blocks)
+    assert sum(b["mse_after"] for b in blocks) < 0.98 * sum(b["mse_before"] for b in blocks)
+
+
+def test_calibration_changes_only_smoothing_and_clips():
+    fp, calib = small_model(outliers=True), scenes(2)
+    start = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, calibrate=False,
+                     progress=False)
+    flags = {name: p.requires_grad for name, p in start.named_parameters()}
+    tuned = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, epochs=2, progress=False)
+    changed = {name for name, p in start.named_parameters()
+               if not torch.equal(p, tuned.get_submodule("").get_parameter(name))}
+    assert changed and all(n.endswith(("smooth", "clip.logit")) for n in changed)
+    assert {n: p.requires_grad for n, p in tuned.named_parameters()} == flags
+    assert not tuned.training and all(not m.training for m in tuned.modules())
+
+
+def test_quantized_inputs_option_and_camera_trunk_calibration():
+    fp, calib = small_model(outliers=True), scenes(2)
+    q = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, epochs=1, input_from="quantized",
+                 scopes=("frame_blocks", "global_blocks", "camera_head"), progress=False)
+    names = [b["name"] for b in q.quant_report.blocks]
+    assert names[-2:] == ["camera_head.trunk.0", "camera_head.trunk.1"]
+    assert q.quant_report.blocks[-1]["num_samples"] == 2 * 4
+    assert isinstance(q.camera_head.trunk[1].mlp.fc2, QuantLinear)
+
+
+def test_calibrate_block_without_learnables_only_switches_to_eval():
+    model = small_model()
+    block = model.aggregator.frame_blocks[0].train()
+    assert calibrate_block(block, [], [], epochs=3) == 0 and not block.training
+
+
+def test_check_calibration_rejects_malformed_scenes():
+    model = small_model()
+    with pytest.raises(ValueError, match="empty"):
+        check_calibration([], model)
+    with pytest.raises(ValueError, match=r"scene 1 must be one scene \[S, 3, H, W\]"):
+        check_calibration([torch.rand(2, 3, 28, 28), torch.rand(3, 28, 28)], model)
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        check_calibration([torch.rand(2, 3, 30, 30)], model)
+    assert len(check_calibration(torch.rand(2, 2, 3, 28, 28), model)) == 2
+
+
+def test_calibration_scenes_pick_from_the_pool():
+    model = small_model()
+    pool = scenes(6, seed=1)
+    picked = calibration_scenes(model, "random", num_samples=3, pool=pool, seed=0)
+    assert len(picked) == 3 and all(any(p is q for q in pool) for p in picked)
+    again = calibration_scenes(model, "random", num_samples=3, pool=pool, seed=0)
+    assert [id(p) for p in picked] == [id(p) for p in again]
+    nfds = calibration_scenes(model, "nfds", num_samples=2, pool=pool, num_clusters=2)
+    assert len(nfds) == 2
+
+
+def test_quantizable_linears_follow_execution_order():
+    model = small_model()
+    names = list(quantizable_linears(model))
+    assert len(names) == 2 * 2 * 4
+    frame0 = "aggregator.frame_blocks.0."
+    assert names[:5] == [frame0 + "attn.qkv", frame0 + "attn.proj", frame0 + "mlp.fc1",
+                         frame0 + "mlp.fc2", "aggregator.global_blocks.0.attn.qkv"]
+    everything = quantizable_linears(model, ("patch_embed", "frame_blocks", "global_blocks",
+                                             "camera_head"))
+    assert len(everything) == (3 + 2 + 2 + 2) * 4
+    assert next(iter(everything)).startswith("aggregator.patch_embed.blocks.0")
+    assert list(everything)[-1] == "camera_head.trunk.1.mlp.fc2"
