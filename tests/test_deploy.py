@@ -32,7 +32,7 @@ from qvggt_lib.quant import (
     QuantVGGTConfig,
     RandomHadamard,
     SmoothQuantConfig,
-    quantize,
+    quantize_tensor,
     quantize_model,
 )
 
@@ -103,7 +103,7 @@ def simulated_codes(layer: QuantLinear, x):
     """The simulation's activation codes and scales: the quantizer's own functions."""
     t = layer.transform_input(x)
     scale, zero_point = layer.act_quantizer.qparams(t)
-    codes = quantize(t, scale, zero_point, layer.act_quantizer.spec)
+    codes = quantize_tensor(t, scale, zero_point, layer.act_quantizer.spec)
     return codes.reshape(-1, layer.in_features).to(torch.int8), scale.reshape(-1)
 
 

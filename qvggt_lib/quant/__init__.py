@@ -1,5 +1,5 @@
 """Quantization of VGGT: building blocks (quantizers, rotations, smoothing, GPTQ, QuantLinear),
-the target table, calibration, and the model-level API: quantize_model (= api.quantize),
+the target table, calibration, and the model-level API: quantize(model, method, bits, calibration) (alias quantize_model),
 save_quantized, load_quantized, load_any."""
 
 from .api import (
@@ -15,7 +15,8 @@ from .api import (
     SmoothQuantConfig,
     make_config,
 )
-from .api import quantize as quantize_model  # `quantize` here stays the tensor primitive
+from .api import quantize
+from .api import quantize as quantize_model  # alias kept for readability in notebooks
 from .calibration import (
     calibrate_blockwise,
     calibration_scenes,
@@ -39,7 +40,7 @@ from .quantizer import (
     dequantize,
     fake_quantize,
     qparams_from_range,
-    quantize,
+    quantize as quantize_tensor,
     round_ste,
 )
 from .serialization import load_any, load_quantized, save_quantized
@@ -88,6 +89,7 @@ __all__ = [
     "qparams_from_range",
     "quantizable_linears",
     "quantize",
+    "quantize_tensor",
     "quantize_model",
     "rotate_linear_input",
     "round_ste",

@@ -227,3 +227,12 @@ def test_cli_quantize_eval_and_table(tmp_path, capsys):
     assert main(["quantize", "--checkpoint", str(fp_path), "--method", "rtn", "--epochs", "3",
                  "--out", str(q_path)]) == 2  # epochs is a QuantVGGT option
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_public_quantize_is_the_model_level_api():
+    """Issue contract: qvggt_lib.quant.quantize(model, method, bits, calibration) returns a new model."""
+    import qvggt_lib.quant as quant
+    from qvggt_lib.quant import api
+
+    assert quant.quantize is api.quantize and quant.quantize_model is api.quantize
+    assert quant.quantize_tensor.__module__ == "qvggt_lib.quant.quantizer"
