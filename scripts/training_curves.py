@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def snapshot_steps(run: Path) -> list[tuple[int, Path]]:
-    snaps = sorted((int(re.findall(r"\d+", p.stem)[0]), p) for p in (run / "snapshots").glob("step_*.safetensors"))
-    return snaps
+    return sorted((int(re.findall(r"\d+", p.stem)[0]), p) for p in (run / "snapshots").glob("step_*.safetensors"))
 
 
 def load_json(path: Path) -> dict:

@@ -169,8 +169,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     last = out / "last.pt"
     if resume and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
-        if state["train_config"] != dataclasses.asdict(cfg) | {"steps": state["train_config"]["steps"]}:
-            print("warning: resuming with a changed training configuration")
+        changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if state["train_config"].get(k) != v)
+        if changed:
+            print(f"warning: resuming with a changed training configuration: {', '.join(changed)}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step = state["step"]
