@@ -1,0 +1,241 @@
+"""Train the tiny VGGT on one GPU inside a wall-clock budget (the recipe of the shipped model).
+
+    python scripts/train_gpu.py --minutes 5 --out runs/gpu          # H100/H200
+    python scripts/train_gpu.py --steps 8000 --out runs/gpu         # fixed length instead
+    python scripts/train_gpu.py --device cpu --minutes 0.5 --frames-per-step 16 \
+        --workers 2 --prefill 16 --out /tmp/gpu-smoke               # CPU smoke run
+
+Same losses, optimizer and warm-up/stable/decay schedule as ``qvggt train`` (the CPU
+trainer, ``qvggt_lib.train``), but the data pipeline is made for a fast device: a pool of
+CPU workers renders training scenes (``render_split("train", i)``, 8 frames each) into a
+ring bank that lives on the GPU; each step draws B scenes from the bank and S of their 8
+frames (S uniform in [2, 8], B = frames_per_step // S), all on the device. Rendering keeps
+going in the background, so later steps see newer scenes. The model runs under bf16
+autocast on CUDA (float32 on CPU).
+
+With ``--minutes`` the number of steps is fixed after the first ``--calibration-steps``
+steps from their measured speed, so that the run, decay included, fits the budget; the
+chosen number is logged, and passing it as ``--steps`` repeats the schedule. GPU kernels
+and the background renderer are not bit-for-bit deterministic across runs.
+
+Outputs in ``--out``: ``log.jsonl`` (loss parts, lr, bank size, elapsed time), the weights
+as ``weights_0.safetensors`` + ``weights_1.safetensors`` (two halves of the state dict, each
+under 16 MB; ``load_halves`` joins them), rewritten every ``--save-every`` seconds, and
+``eval.json`` (``qvggt_lib.evaluate`` on the test split) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from qvggt_lib.data import render_split
+from qvggt_lib.evaluate import evaluate
+from qvggt_lib.model import build_vggt
+from qvggt_lib.train.losses import vggt_loss
+from qvggt_lib.train.trainer import RENDERED_FRAMES, TrainConfig, learning_rate, make_optimizer
+
+BANK_KEYS = ("images", "depth", "extrinsics", "intrinsics", "world_points", "valid")
+BANK_DTYPES = {"images": torch.float16, "valid": torch.bool}  # the rest stays float32
+
+
+def render_train_scene(index: int, image_size: int = 112) -> dict[str, np.ndarray]:
+    """One bank scene: train-split scene ``index`` with 8 frames (images in float16)."""
+    scene = render_split("train", index, num_frames=RENDERED_FRAMES, image_size=image_size)
+    scene = {k: scene[k] for k in BANK_KEYS}
+    scene["images"] = scene["images"].astype(np.float16)
+    return scene
+
+
+def _init_worker():
+    torch.set_num_threads(1)
+
+
+class SceneBank:
+    """A ring buffer of rendered scenes on ``device``: slot i holds one scene's 8 frames."""
+
+    def __init__(self, capacity: int, image_size: int, device):
+        H = W = image_size
+        shapes = {"images": (3, H, W), "depth": (H, W), "extrinsics": (3, 4), "intrinsics": (3, 3),
+                  "world_points": (H, W, 3), "valid": (H, W)}
+        self.tensors = {k: torch.empty((capacity, RENDERED_FRAMES, *shapes[k]), device=device,
+                                       dtype=BANK_DTYPES.get(k, torch.float32)) for k in BANK_KEYS}
+        self.capacity, self.size, self.next_slot, self.added = capacity, 0, 0, 0
+
+    @staticmethod
+    def bytes_per_scene(image_size: int) -> int:
+        px = RENDERED_FRAMES * image_size * image_size
+        return px * (3 * 2 + 4 + 3 * 4 + 1) + RENDERED_FRAMES * 21 * 4
+
+    def add(self, scenes: list[dict[str, np.ndarray]]) -> None:
+        """Write scenes into the next slots (oldest overwritten), one host-to-device copy per key."""
+        if not scenes:
+            return
+        self.added += len(scenes)
+        scenes = scenes[-self.capacity:]
+        slots = (self.next_slot + torch.arange(len(scenes))) % self.capacity
+        device = self.tensors["images"].device
+        for k in BANK_KEYS:
+            stacked = torch.from_numpy(np.stack([scene[k] for scene in scenes]))
+            self.tensors[k][slots.to(device)] = stacked.to(device, dtype=self.tensors[k].dtype)
+        self.next_slot = int(slots[-1] + 1) % self.capacity
+        self.size = min(self.size + len(scenes), self.capacity)
+
+    def sample(self, num_scenes: int, num_frames: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """[B, S, ...] batch: B distinct slots, S distinct frames of each in random order."""
+        device = self.tensors["images"].device
+        slots = torch.randperm(self.size, generator=generator, device="cpu")[:num_scenes]
+        frames = torch.argsort(torch.rand(num_scenes, RENDERED_FRAMES, generator=generator), dim=1)[:, :num_frames]
+        slots, frames = slots.to(device), frames.to(device)
+        batch = {k: v[slots[:, None], frames] for k, v in self.tensors.items()}
+        batch["images"] = batch["images"].float()
+        return batch
+
+
+def save_halves(model: torch.nn.Module, out: Path, metadata: dict[str, str]) -> None:
+    """State dict in two safetensors files (the device tool returns files of at most 16 MB)."""
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    keys = list(state)
+    half = len(keys) // 2
+    for i, part in enumerate((keys[:half], keys[half:])):
+        tmp = out / f"weights_{i}.tmp"
+        save_file({k: state[k] for k in part}, str(tmp), metadata=metadata)
+        tmp.replace(out / f"weights_{i}.safetensors")
+
+
+def load_halves(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict written by :func:`save_halves`."""
+    folder = Path(folder)
+    return {**load_file(str(folder / "weights_0.safetensors")), **load_file(str(folder / "weights_1.safetensors"))}
+
+
+def take_ready(pending, limit: int) -> list[dict[str, np.ndarray]]:
+    """The scenes the render pool has finished (in order), without waiting for more."""
+    scenes = []
+    while len(scenes) < limit:
+        try:
+            scenes.append(pending.next(timeout=0))
+        except mp.TimeoutError:
+            break
+    return scenes
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="output folder")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="wall-clock training budget (rendering prefill excluded)")
+    budget.add_argument("--steps", type=int, help="fixed number of steps")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--frames-per-step", type=int, default=128)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup-steps", type=int, default=300)
+    p.add_argument("--camera-weight", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=6, help="render workers during training")
+    p.add_argument("--prefill-workers", type=int, default=max(1, (os.cpu_count() or 2) - 8))
+    p.add_argument("--prefill", type=int, default=3000, help="scenes rendered before the first step")
+    p.add_argument("--bank", type=int, default=24000, help="most scenes kept on the device")
+    p.add_argument("--calibration-steps", type=int, default=60)
+    p.add_argument("--save-every", type=float, default=60.0, help="seconds between weight saves")
+    p.add_argument("--eval-scenes", type=int, default=32)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(args.seed)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg = TrainConfig(steps=args.steps or 10**9, frames_per_step=args.frames_per_step, lr=args.lr,
+                      warmup_steps=args.warmup_steps, camera_weight=args.camera_weight, seed=args.seed,
+                      out_dir=str(out))
+    # Two spawn pools (workers must not inherit a CUDA context): a large one renders the first
+    # --prefill scenes and closes; a small one keeps rendering new scenes during training, at a
+    # rate the main process can absorb between steps.
+    spawn = mp.get_context("spawn")
+    background = spawn.Pool(args.workers, initializer=_init_worker)
+    pending = background.imap(render_train_scene, range(args.prefill, 10**9))  # chunksize 1: an IMapIterator with .next(timeout)
+    capacity = args.bank
+    if cuda:
+        free, _ = torch.cuda.mem_get_info()
+        capacity = min(capacity, int(0.6 * free) // SceneBank.bytes_per_scene(cfg.image_size))
+    bank = SceneBank(capacity, cfg.image_size, device)
+    tic = time.time()
+    with spawn.Pool(args.prefill_workers, initializer=_init_worker) as prefill:
+        for start in range(0, min(args.prefill, capacity), 256):
+            indices = range(start, min(start + 256, args.prefill, capacity))
+            bank.add(prefill.map(render_train_scene, indices, chunksize=4))
+    print(f"bank: {bank.size} scenes prefilled in {time.time() - tic:.1f} s with "
+          f"{args.prefill_workers} + {args.workers} workers (capacity {capacity})", flush=True)
+
+    model = build_vggt(cfg.model, seed=cfg.seed).to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(args.seed)
+    log = (out / "log.jsonl").open("w")
+    start = last_save = time.time()
+    step = 0
+    while step < cfg.steps:
+        if step == args.calibration_steps and args.minutes is not None:
+            per_step = (time.time() - start) / step
+            total = int(args.minutes * 60 / per_step)
+            cfg = dataclasses.replace(cfg, steps=max(total, step + 1))
+            print(f"{per_step * 1e3:.1f} ms/step -> {cfg.steps} steps in {args.minutes} min", flush=True)
+        rng = np.random.default_rng([cfg.seed, step])
+        S = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
+        batch = bank.sample(cfg.frames_per_step // S, S, generator)
+        lr = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            predictions = model(batch["images"])
+        predictions = {k: [p.float() for p in v] if isinstance(v, list) else v.float()
+                       for k, v in predictions.items() if isinstance(v, (torch.Tensor, list))}
+        loss, parts = vggt_loss(predictions, batch, cfg.camera_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}: {parts}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        if step % 20 == 0:
+            bank.add(take_ready(pending, limit=4 * capacity))
+            record = {"step": step, "loss": float(loss), "lr": lr, "grad_norm": float(grad_norm), "frames": S,
+                      "bank": bank.size, "rendered": bank.added, "elapsed_s": round(time.time() - start, 1), **parts}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if step % 200 == 0:
+                print(json.dumps(record), flush=True)
+        if time.time() - last_save > args.save_every or step == cfg.steps:
+            save_halves(model, out, {"step": str(step), "steps": str(cfg.steps)})
+            last_save = time.time()
+    background.terminate()
+    train_s = time.time() - start
+    (out / "run.json").write_text(json.dumps({
+        "steps": cfg.steps, "train_seconds": round(train_s, 1), "scenes_rendered": bank.added,
+        "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+        "args": vars(args), "train_config": dataclasses.asdict(cfg)}, indent=2))
+    model.eval()
+    metrics = evaluate(model, num_scenes=args.eval_scenes, num_frames=8, seed=0, progress=False)
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2))
+    print(f"trained {cfg.steps} steps in {train_s / 60:.1f} min; test AUC@30 {metrics['auc30']:.1f}, "
+          f"AbsRel {metrics['depth_abs_rel']:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The GPU trainer's data path (scripts/train_gpu.py), on CPU: ring bank, batches, weight halves."""
+
+import importlib.util
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qvggt_lib.model import build_vggt
+
+spec = importlib.util.spec_from_file_location(
+    "train_gpu", Path(__file__).resolve().parents[1] / "scripts" / "train_gpu.py"
+)
+train_gpu = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_gpu)
+
+
+def fake_scene(value: int, size: int = 14) -> dict:
+    frames = np.arange(8, dtype=np.float32)[:, None, None]  # frame f holds value + f/10
+    plane = np.full((8, size, size), value, np.float32) + frames / 10
+    return {
+        "images": np.repeat(plane[:, None], 3, axis=1).astype(np.float16) / 100,
+        "depth": plane,
+        "extrinsics": np.full((8, 3, 4), value, np.float32),
+        "intrinsics": np.full((8, 3, 3), value, np.float32),
+        "world_points": np.repeat(plane[..., None], 3, axis=-1),
+        "valid": np.ones((8, size, size), bool),
+    }
+
+
+def test_bank_is_a_ring_that_keeps_the_newest_scenes():
+    bank = train_gpu.SceneBank(capacity=5, image_size=14, device="cpu")
+    bank.add([fake_scene(i) for i in range(3)])
+    assert (bank.size, bank.added) == (3, 3)
+    bank.add([fake_scene(i) for i in range(3, 7)])  # wraps: slots 0, 1 overwritten by 5, 6
+    assert bank.tensors["depth"][:, 0, 0, 0].tolist() == [5, 6, 2, 3, 4]
+    bank.add([fake_scene(i) for i in range(7, 20)])  # more than the capacity at once: the newest 5
+    assert sorted(bank.tensors["depth"][:, 0, 0, 0].tolist()) == [15, 16, 17, 18, 19]
+    assert (bank.size, bank.added) == (5, 20)
+
+
+def test_batches_take_distinct_scenes_and_distinct_frames_consistently_across_keys():
+    bank = train_gpu.SceneBank(capacity=6, image_size=14, device="cpu")
+    bank.add([fake_scene(10 * i) for i in range(6)])
+    batch = bank.sample(4, 3, torch.Generator().manual_seed(0))
+    assert batch["images"].shape == (4, 3, 3, 14, 14) and batch["images"].dtype == torch.float32
+    depth = batch["depth"][:, :, 0, 0]  # value + frame/10
+    scenes, frames = (depth // 10).int(), torch.round((depth % 10) * 10).int()
+    assert all(len(set(row.tolist())) == 1 for row in scenes)  # one scene per batch row
+    assert len(set(scenes[:, 0].tolist())) == 4  # B distinct scenes
+    assert all(len(set(row.tolist())) == 3 for row in frames)  # S distinct frames
+    torch.testing.assert_close(batch["images"][:, :, 0, 0, 0] * 100, depth, atol=0.05, rtol=0)
+    torch.testing.assert_close(batch["extrinsics"][:, :, 0, 0], scenes.float() * 10)
+
+
+def test_weight_halves_round_trip(tmp_path):
+    model = build_vggt("tiny", seed=1)
+    train_gpu.save_halves(model, tmp_path, {"step": "1"})
+    state = train_gpu.load_halves(tmp_path)
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def _square(x):
+    return x * x
+
+
+def test_take_ready_returns_finished_results_in_order_without_waiting():
+    with mp.get_context("spawn").Pool(1) as pool:
+        pending = pool.imap(_square, range(10**6))
+        assert pending.next(timeout=60) == 0  # the worker is up
+        taken = []
+        while len(taken) < 5:
+            taken += train_gpu.take_ready(pending, limit=5 - len(taken))
+        assert taken == [1, 4, 9, 16, 25]
