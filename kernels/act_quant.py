@@ -140,12 +140,16 @@ if HAS_TRITON:
 
 
 def get_autotune_configs():
-    """Hopper configs for ``_act_quant_kernel`` (pruned per K by ``_prune_configs``)."""
+    """Hopper configs for ``_act_quant_kernel`` (pruned per K by ``_prune_configs``).
+
+    Kept small on purpose: each config is a separate compile of the FWHT-fused kernel, and
+    a 56-config sweep took minutes per key on an H200 (2026-11-26), more than a benchmark's
+    whole time slot. Rows per program x radix x warps, from one row to 32 rows of K=1024.
+    """
     return [
         triton.Config({"BLOCK_M": bm, "RADIX": r}, num_warps=w, num_stages=1)
-        for bm in (1, 2, 4, 8, 16, 32, 64)
-        for r in (16, 32)
-        for w in (2, 4, 8, 16)
+        for bm, r, w in ((1, 32, 4), (2, 32, 4), (4, 32, 4), (8, 32, 8),
+                         (16, 32, 8), (32, 32, 8), (4, 16, 4), (16, 16, 8))
     ]
 
 

@@ -169,8 +169,12 @@ def markdown_tables(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(smoke: bool = False, frames=FRAMES) -> dict:
-    """Run the whole sweep and return ``{"device", "smoke", "gemm": [...], "act_quant": [...]}``."""
+def run(smoke: bool = False, frames=FRAMES, json_path: str | None = None) -> dict:
+    """Run the whole sweep and return ``{"device", "smoke", "gemm": [...], "act_quant": [...]}``.
+
+    With ``json_path`` the results so far are rewritten after every row, and the GEMM table
+    is printed as soon as the GEMMs are done, so a run cut short still leaves its numbers.
+    """
     device = "cpu" if smoke else "cuda"
     if smoke:
         gemm_cases, act_cases = SMOKE_GEMM, SMOKE_ACT
@@ -179,12 +183,20 @@ def run(smoke: bool = False, frames=FRAMES) -> dict:
         act_cases = [(s, s * TOKENS_PER_FRAME, k) for s in frames for k in (1024, 4096)]
     name = "CPU (Triton interpreter)" if smoke else torch.cuda.get_device_name()
     results: dict = {"device": name, "smoke": smoke, "gemm": [], "act_quant": []}
+    def save():
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump(results, f, indent=2)
+
     for S, M, K, N in gemm_cases:
         results["gemm"].append(bench_gemm(S, M, K, N, device, smoke))
         print(f"gemm S={S} M={M} K={K} N={N}: done", file=sys.stderr, flush=True)
+        save()
+    print(markdown_tables({**results, "act_quant": []}), file=sys.stderr, flush=True)
     for S, M, K in act_cases:
         results["act_quant"].append(bench_act_quant(S, M, K, device, smoke))
         print(f"act_quant S={S} M={M} K={K}: done", file=sys.stderr, flush=True)
+        save()
     return results
 
 
@@ -209,10 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print("qvggt_kernels.bench needs the triton package.")
         return 0
 
-    results = run(smoke=args.smoke, frames=tuple(args.frames))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    results = run(smoke=args.smoke, frames=tuple(args.frames), json_path=args.json)
     if args.smoke and not all(r["exact"] for r in results["gemm"] + results["act_quant"]):
         print(markdown_tables(results))
         print("smoke: a Triton result differs from its reference")

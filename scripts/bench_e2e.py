@@ -176,6 +176,9 @@ def run(args) -> dict:
             except torch.cuda.OutOfMemoryError as exc:  # report it, keep going
                 row["ms"], row["peak_bytes"], row["error"] = None, None, f"OOM: {exc}"[:200]
             results["rows"].append(row)
+            if args.json:  # after every row, so a run cut short keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=2)
             print(
                 f"{scheme} S={frames}: {row['ms'] if row['ms'] is None else round(row['ms'], 2)} ms",
                 file=sys.stderr,
@@ -245,9 +248,6 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     results = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
     print(table(results))
     return results
 
