@@ -21,6 +21,18 @@ of valid pixels). Units: ``auc*``, ``rra30``, ``rta30`` in percent; ``depth_delt
 ``point_nc`` in [0, 1]; ``depth_abs_rel`` unit-free; ``point_acc`` / ``point_comp`` in
 ground-truth scene units after Sim(3) alignment.
 
+Fidelity to a reference model
+-----------------------------
+When ground-truth metrics hardly move (a small model whose blocks barely change the residual
+stream shrugs off quantization noise), what a quantized model *changes* is still measurable:
+``evaluate(q_model, reference=fp_predictions)`` adds ``fidelity`` (``FIDELITY_KEYS``), the mean
+over scenes of how far its outputs are from the reference model's outputs on the same scenes
+(``evaluate(fp_model, keep_predictions=True)["predictions"]``):
+
+* ``depth_rel_diff``: mean |d - d_ref| / d_ref over valid pixels, percent;
+* ``points_rel_diff``: ||P - P_ref|| / ||P_ref|| over valid pixels (Frobenius), percent;
+* ``rotation_diff_deg``: mean angle between predicted and reference camera rotations.
+
 Trivial baseline
 ----------------
 ``results["baselines"]["trivial"]`` is one "know-nothing" prediction scored by the same code
@@ -59,6 +71,7 @@ COLUMN_NAMES = {
     "point_acc": "Acc", "point_comp": "Comp", "point_nc": "NC",
 }
 PERCENT_KEYS = {"auc30", "auc15", "auc5", "auc3", "rra30", "rta30"}
+FIDELITY_KEYS = ("depth_rel_diff", "points_rel_diff", "rotation_diff_deg")
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -113,6 +126,22 @@ def scene_metrics(pred: dict, gt: dict) -> dict[str, float]:
     return {key: float(metrics[key]) for key in METRIC_KEYS}
 
 
+def fidelity_metrics(pred: dict, reference: dict, valid) -> dict[str, float]:
+    """``FIDELITY_KEYS`` of one scene: ``pred`` against ``reference`` (both from predict_scene)."""
+    valid = np.asarray(valid, dtype=bool)
+    depth, depth_ref = pred["depth"][valid], reference["depth"][valid]
+    points, points_ref = pred["world_points"][valid], reference["world_points"][valid]
+    rot = np.asarray(pred["extrinsics"][:, :, :3], np.float64)
+    rot_ref = np.asarray(reference["extrinsics"][:, :, :3], np.float64)
+    # ||R - R_ref||_F = 2 sqrt(2) sin(angle / 2): exact near 0, where arccos of the trace is not
+    half_sin = np.linalg.norm(rot - rot_ref, axis=(1, 2)) / (2 * np.sqrt(2))
+    return {
+        "depth_rel_diff": 100 * float(np.mean(np.abs(depth - depth_ref) / np.abs(depth_ref))),
+        "points_rel_diff": 100 * float(np.linalg.norm(points - points_ref) / np.linalg.norm(points_ref)),
+        "rotation_diff_deg": float(np.degrees(2 * np.arcsin(np.clip(half_sin, 0, 1))).mean()),
+    }
+
+
 def trivial_prediction(gt: dict) -> dict[str, np.ndarray]:
     """The trivial baseline's prediction for one scene (see the module docstring)."""
     depth_gt = np.asarray(gt["depth"], dtype=np.float64)
@@ -141,6 +170,8 @@ def evaluate(
     image_size: int | None = None,
     progress: bool = True,
     baselines: bool = True,
+    reference: list[dict] | None = None,
+    keep_predictions: bool = False,
 ) -> dict:
     """Mean reconstruction metrics of ``model`` over ``num_scenes`` rendered scenes.
 
@@ -153,7 +184,10 @@ def evaluate(
         point_comp, point_nc}`` (means over scenes, see the module docstring for units), plus
         ``baselines`` (``{"trivial": {same keys}}``, or ``{}`` with ``baselines=False``),
         ``per_scene`` (one dict of the metric keys and ``index`` per scene), ``num_scenes``,
-        ``num_frames``, ``seed``, ``split`` and ``image_size``.
+        ``num_frames``, ``seed``, ``split`` and ``image_size``. With ``reference`` (one
+        predict_scene dict per scene, e.g. a float model's ``predictions``): ``fidelity``, the
+        means of ``FIDELITY_KEYS``. With ``keep_predictions``: ``predictions``, this model's
+        predict_scene dicts.
     """
     from tqdm.auto import tqdm
 
@@ -166,17 +200,35 @@ def evaluate(
     if not (0 <= seed and seed + num_scenes <= len(SPLITS[split])):
         raise ValueError(f"scenes {seed}..{seed + num_scenes - 1} are outside the {len(SPLITS[split])} "
                          f"scenes of split {split!r}")
+    if reference is not None and len(reference) != num_scenes:
+        raise ValueError(f"reference has predictions for {len(reference)} scenes, evaluation uses {num_scenes}; "
+                         "make it with evaluate(reference_model, ..., keep_predictions=True) on the same scenes")
     size = int(image_size or model.config.img_size)
     per_scene: list[dict] = []
+    predictions: list[dict] = []
+    fidelity: list[dict] = []
     per_baseline: dict[str, list[dict]] = {name: [] for name in (BASELINES if baselines else ())}
     for i in tqdm(range(num_scenes), desc="eval", unit="scene", disable=not progress):
         gt = render_split(split, seed + i, num_frames=num_frames, image_size=size)
         pred = predict_scene(model, gt["images"])
         per_scene.append({**scene_metrics(pred, gt), "index": seed + i})
+        if reference is not None:
+            if reference[i]["depth"].shape != pred["depth"].shape:
+                raise ValueError(f"reference scene {i} has depth {reference[i]['depth'].shape}, this model "
+                                 f"{pred['depth'].shape}: evaluate both with the same scenes, frames and size")
+            fidelity.append(fidelity_metrics(pred, reference[i], gt["valid"]))
+        if keep_predictions:
+            predictions.append(pred)
         for name, scenes in per_baseline.items():
             scenes.append(scene_metrics(BASELINES[name](gt), gt))
+    extras = {}
+    if reference is not None:
+        extras["fidelity"] = {key: float(np.mean([f[key] for f in fidelity])) for key in FIDELITY_KEYS}
+    if keep_predictions:
+        extras["predictions"] = predictions
     return {
         **_mean_over_scenes(per_scene),
+        **extras,
         "baselines": {name: _mean_over_scenes(scenes) for name, scenes in per_baseline.items()},
         "per_scene": per_scene,
         "num_scenes": num_scenes,

@@ -88,6 +88,8 @@ class Run:
         self.data["model"] = {"source": source, "config": self.model.config.to_dict()}
         self._pool = self._features = None
 
+    _fp_predictions = None
+
     def pool(self):
         if self._pool is None:
             s = self.settings
@@ -106,10 +108,22 @@ class Run:
                                   num_clusters=clusters or s["clusters"], pool=pool,
                                   features=features)
 
+    @property
+    def fp_predictions(self) -> list[dict]:
+        """The float model's predictions on the test scenes (the fidelity reference), once."""
+        if self._fp_predictions is None:
+            s = self.settings
+            self._fp_predictions = evaluate(self.model, num_scenes=s["scenes"], num_frames=s["frames"],
+                                            seed=0, baselines=False, progress=False,
+                                            keep_predictions=True)["predictions"]
+        return self._fp_predictions
+
     def evaluate(self, model, frames=None) -> dict:
+        """Metrics on the test scenes; at the main frame count also fidelity to the float model."""
         s = self.settings
+        reference = self.fp_predictions if frames is None and model is not self.model else None
         result = evaluate(model, num_scenes=s["scenes"], num_frames=frames or s["frames"],
-                          seed=0, baselines=False, progress=False)
+                          seed=0, baselines=False, progress=False, reference=reference)
         result.pop("per_scene")
         return result
 
@@ -227,7 +241,11 @@ def markdown(data: dict, args) -> str:
         "with AdamW, lr 5e-3 (s) and 5e-2 (clips). "
         f"AUC@30 at {s['long_frames']} frames: W4A4 rows of Table 1 only. Retention: "
         "Q / FP x 100 for AUC; FP / Q x 100 for AbsRel (lower is better), so 100 % means as "
-        "good as float either way. Time: quantization wall time (statistics, GPTQ or block "
+        "good as float either way. Δ depth and Δ points: how far the quantized model's depth "
+        "and point maps are from the float model's own predictions on the same scenes "
+        "(mean |d - d_FP| / d_FP and ||P - P_FP|| / ||P_FP||, percent; "
+        "`qvggt_lib.evaluate` fidelity), the sharper ruler when the metrics against ground "
+        "truth barely move. Time: quantization wall time (statistics, GPTQ or block "
         "calibration), seconds."
     )
     lines = [
@@ -238,8 +256,12 @@ def markdown(data: dict, args) -> str:
         "",
         setup,
         "",
+        "What these numbers say about the method, and where the tiny model disagrees with the "
+        "paper: `docs/results-notes.md`.",
+        "",
     ]
-    time_column = {"calibration_seconds": "Time (s)"}
+    time_column = {"depth_rel_diff": "Δ depth (%)", "points_rel_diff": "Δ points (%)",
+                   "calibration_seconds": "Time (s)"}
     columns = {**TABLE_COLUMNS, "auc30_long": f"AUC@30 ({s['long_frames']} fr.)", **time_column}
     if fp is not None:
         fp_row = {"method": "fp", "bits": "", "metrics": _with_long(fp, s)}
@@ -257,13 +279,15 @@ def markdown(data: dict, args) -> str:
                 lines += [f"## {title}", "", table, ""]
     if data.get("fig5"):
         lines += ["## Fig. 5 analogue: calibration pick (QuantVGGT W4A4), mean ± std over seeds",
-                  "", "| Pick | seeds | AUC@30 | AUC@3 | AbsRel | per-seed AUC@30 |",
-                  "|---|---:|---:|---:|---:|---|"]
+                  "", "| Pick | seeds | AUC@30 | AUC@3 | AbsRel | Δ depth (%) | Δ points (%) "
+                  "| per-seed AUC@30 |", "|---|---:|---:|---:|---:|---:|---:|---|"]
         for selection in s["selections"]:
-            entries = [v for k, v in data["fig5"].items() if k.startswith(selection + "/")]
+            entries = [_with_long(v, s) | {"metrics": v["metrics"]}
+                       for k, v in data["fig5"].items() if k.startswith(selection + "/")]
             if entries:
-                cells = [_mean_std([e["metrics"][key] for e in entries], d)
-                         for key, d in (("auc30", 1), ("auc3", 1), ("depth_abs_rel", 3))]
+                cells = [_mean_std([e[key] for e in entries], d)
+                         for key, d in (("auc30", 1), ("auc3", 1), ("depth_abs_rel", 3),
+                                        ("depth_rel_diff", 2), ("points_rel_diff", 2))]
                 seeds = ", ".join(f"{e['metrics']['auc30']:.1f}" for e in entries)
                 lines.append(f"| {selection} | {len(entries)} | " + " | ".join(cells)
                              + f" | {seeds} |")
@@ -273,11 +297,14 @@ def markdown(data: dict, args) -> str:
 
 def _with_long(entry: dict, s: dict) -> dict:
     long = entry.get(f"metrics_{s['long_frames']}")
-    return {**entry["metrics"], "auc30_long": None if long is None else long["auc30"],
+    return {**entry["metrics"], **entry["metrics"].get("fidelity", {}),
+            "auc30_long": None if long is None else long["auc30"],
             "calibration_seconds": entry.get("calibration_seconds")}
 
 
 def _mean_std(values, digits: int) -> str:
+    if any(v is None for v in values):
+        return "–"
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 

@@ -133,3 +133,30 @@ def test_cli_eval_missing_checkpoint(tmp_path, capsys):
     rc = main(["eval", "--checkpoint", str(tmp_path / "nope.safetensors"), "--scenes", "1"])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fidelity_to_a_reference_model(model):
+    ref = ev.evaluate(model, **SMALL, baselines=False, keep_predictions=True)
+    assert len(ref["predictions"]) == 2 and ref["predictions"][0]["depth"].shape == (3, 56, 56)
+    same = ev.evaluate(model, **SMALL, baselines=False, reference=ref["predictions"])
+    assert same["fidelity"] == {key: 0.0 for key in ev.FIDELITY_KEYS}
+    other = build_vggt("tiny", seed=1).eval()
+    diff = ev.evaluate(other, **SMALL, baselines=False, reference=ref["predictions"])["fidelity"]
+    assert all(diff[key] > 0 for key in ev.FIDELITY_KEYS)
+    with pytest.raises(ValueError, match="reference has predictions for 2 scenes"):
+        ev.evaluate(model, **{**SMALL, "num_scenes": 1}, reference=ref["predictions"])
+
+
+def test_fidelity_metrics_known_values():
+    rot = np.stack([np.eye(3), np.eye(3)])
+    angle = np.radians(10.0)
+    turned = rot.copy()
+    turned[1, :2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    ones = np.ones((2, 4, 4))
+    ref = {"depth": ones, "world_points": np.ones((2, 4, 4, 3)), "extrinsics": np.concatenate((rot, np.zeros((2, 3, 1))), -1)}
+    pred = {"depth": 1.1 * ones, "world_points": 0.5 * np.ones((2, 4, 4, 3)),
+            "extrinsics": np.concatenate((turned, np.zeros((2, 3, 1))), -1)}
+    got = ev.fidelity_metrics(pred, ref, ones.astype(bool))
+    assert got["depth_rel_diff"] == pytest.approx(10.0)
+    assert got["points_rel_diff"] == pytest.approx(50.0)
+    assert got["rotation_diff_deg"] == pytest.approx(5.0)  # mean of 0 and 10 degrees
