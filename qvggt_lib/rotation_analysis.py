@@ -120,12 +120,20 @@ def layer_quant_errors(
     """
     x = x.reshape(-1, x.shape[-1]).float()
     weight = weight.detach().float()
-    xr, wr = _rotate(x, rotation), _rotate(weight, rotation)
-    xq = fake_quantize(xr, QuantSpec(act_bits, "per_token"))
-    wq = fake_quantize(wr, QuantSpec(weight_bits, "per_channel"))
+    return transformed_layer_errors(x, weight, _rotate(x, rotation), _rotate(weight, rotation),
+                                    weight_bits, act_bits)
+
+
+def transformed_layer_errors(x: Tensor, weight: Tensor, xt: Tensor, wt: Tensor,
+                             weight_bits: int = 4, act_bits: int = 4) -> dict[str, float]:
+    """act / weight / output errors of a layer whose input x [M, K] and weight [N, K] were
+    transformed to xt, wt with xt wt^T = x W^T (rotation, smoothing): xt is quantized per token,
+    wt per output channel, both symmetric, and the output is compared with x W^T."""
+    xq = fake_quantize(xt, QuantSpec(act_bits, "per_token"))
+    wq = fake_quantize(wt, QuantSpec(weight_bits, "per_channel"))
     return {
-        "act": relative_error(xq, xr),
-        "weight": relative_error(wq, wr),
+        "act": relative_error(xq, xt),
+        "weight": relative_error(wq, wt),
         "output": relative_error(xq @ wq.T, x @ weight.T),
     }
 
