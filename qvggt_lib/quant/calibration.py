@@ -323,7 +323,8 @@ class BlockCalibration:
     seconds: float  # all of this block: targets, MSEs and training
     train_seconds: float  # the optimisation steps alone
     mse_before: float  # mean over samples of the block output MSE, eval mode, before training
-    mse_after: float
+    mse_after: float  # ... after training, or mse_before when training made it worse (restored)
+    restored: bool = False  # training raised the MSE, so the initial s and clips were kept
 
 
 def _learnable(block: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -337,6 +338,18 @@ def _learnable(block: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]
                 if quantizer is not None and quantizer.clip is not None:
                     clips.append(quantizer.clip.logit)
     return smooth, clips
+
+
+@torch.no_grad()
+def restore_parameters(block: nn.Module, values: list[Tensor]) -> None:
+    """Put back the smoothing vectors and clip logits saved before calibrate_block (same order
+    as _learnable) and recompute the cached quantized weights."""
+    smooth, clips = _learnable(block)
+    for param, value in zip(smooth + clips, values):
+        param.copy_(value)
+    for module in block.modules():
+        if isinstance(module, QuantLinear):
+            module.refresh()
 
 
 def _mse(outputs: list[Tensor], targets: list[Tensor]) -> float:
@@ -441,13 +454,19 @@ def calibrate_blockwise(
                 bar.set_postfix_str(name.split(".", 1)[-1])
                 inputs = q_inputs.args
                 before = _mse(run_block(q_block, inputs), targets)
+                smooth, clips = _learnable(q_block)
+                initial = [p.detach().clone() for p in smooth + clips]
                 train_tic = time.perf_counter()
                 steps = calibrate_block(q_block, inputs, targets, epochs, lr_smooth, lr_clip,
                                         seed + len(records))
                 train_seconds = time.perf_counter() - train_tic
                 after = _mse(run_block(q_block, inputs), targets) if steps else before
+                restored = after > before  # a short or noisy run can end worse than it began
+                if restored:
+                    restore_parameters(q_block, initial)
+                    after = before
                 records.append(BlockCalibration(name, len(inputs), steps, time.perf_counter() - tic,
-                                                train_seconds, before, after))
+                                                train_seconds, before, after, restored))
                 bar.update()
             if q_inputs is not fp_inputs:
                 q_inputs.advance(run_block(q_block, q_inputs.args))

@@ -178,3 +178,27 @@ def test_quantizable_linears_follow_execution_order():
     assert len(everything) == (3 + 2 + 2 + 2) * 4
     assert next(iter(everything)).startswith("aggregator.patch_embed.blocks.0")
     assert list(everything)[-1] == "camera_head.trunk.1.mlp.fc2"
+
+
+def test_a_block_that_calibration_makes_worse_keeps_its_initial_parameters(monkeypatch):
+    from qvggt_lib.quant import calibration
+
+    def bad_training(block, inputs, targets, epochs, *args):  # a run that ends far off
+        with torch.no_grad():
+            smooth, clips = calibration._learnable(block)
+            for p in smooth + clips:
+                p.mul_(-3.0).add_(1.0)
+        block.train().eval()  # refresh the cached weights, as calibrate_block does
+        return epochs * len(inputs)
+
+    fp, calib = small_model(outliers=True), scenes(2)
+    start = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, calibrate=False, progress=False)
+    monkeypatch.setattr(calibration, "calibrate_block", bad_training)
+    worse = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, epochs=1, progress=False)
+    blocks = worse.quant_report.blocks
+    assert len(blocks) == 4 and all(b["restored"] and b["mse_after"] == b["mse_before"] for b in blocks)
+    for name, module in start.named_modules():
+        if isinstance(module, QuantLinear):
+            other = worse.get_submodule(name)
+            for key, value in module.state_dict().items():
+                assert torch.equal(value, other.state_dict()[key]), (name, key)
