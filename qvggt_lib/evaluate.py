@@ -129,8 +129,15 @@ def scene_metrics(pred: dict, gt: dict) -> dict[str, float]:
 def fidelity_metrics(pred: dict, reference: dict, valid) -> dict[str, float]:
     """``FIDELITY_KEYS`` of one scene: ``pred`` against ``reference`` (both from predict_scene)."""
     valid = np.asarray(valid, dtype=bool)
-    depth, depth_ref = pred["depth"][valid], reference["depth"][valid]
-    points, points_ref = pred["world_points"][valid], reference["world_points"][valid]
+    shapes = {np.shape(pred["depth"]), np.shape(reference["depth"]), valid.shape}
+    if len(shapes) != 1:
+        raise ValueError(f"depth maps and valid must share one shape [S, H, W], got {sorted(shapes)}")
+    if not valid.any():
+        raise ValueError("no valid pixels to compare")
+    depth = np.asarray(pred["depth"], np.float64)[valid]
+    depth_ref = np.asarray(reference["depth"], np.float64)[valid]
+    points = np.asarray(pred["world_points"], np.float64)[valid]
+    points_ref = np.asarray(reference["world_points"], np.float64)[valid]
     rot = np.asarray(pred["extrinsics"][:, :, :3], np.float64)
     rot_ref = np.asarray(reference["extrinsics"][:, :, :3], np.float64)
     # ||R - R_ref||_F = 2 sqrt(2) sin(angle / 2): exact near 0, where arccos of the trace is not
