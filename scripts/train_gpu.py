@@ -41,8 +41,7 @@ from safetensors.torch import load_file, save_file
 from qvggt_lib.data import render_split
 from qvggt_lib.evaluate import evaluate
 from qvggt_lib.model import build_vggt
-from qvggt_lib.train.losses import vggt_loss
-from qvggt_lib.train.trainer import RENDERED_FRAMES, TrainConfig, learning_rate, make_optimizer
+from qvggt_lib.train.trainer import RENDERED_FRAMES, TrainConfig, make_optimizer, train_step
 
 BANK_KEYS = ("images", "depth", "extrinsics", "intrinsics", "world_points", "valid")
 BANK_DTYPES = {"images": torch.float16, "valid": torch.bool}  # the rest stays float32
@@ -198,20 +197,7 @@ def main(argv=None) -> None:
         rng = np.random.default_rng([cfg.seed, step])
         S = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
         batch = bank.sample(cfg.frames_per_step // S, S, generator)
-        lr = learning_rate(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            predictions = model(batch["images"])
-        predictions = {k: [p.float() for p in v] if isinstance(v, list) else v.float()
-                       for k, v in predictions.items() if isinstance(v, (torch.Tensor, list))}
-        loss, parts = vggt_loss(predictions, batch, cfg.camera_weight)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step}: {parts}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        loss, lr, grad_norm, parts = train_step(model, optimizer, batch, cfg, step, bf16=cuda)
         step += 1
         if step % 20 == 0:
             bank.add(take_ready(pending, limit=4 * capacity))

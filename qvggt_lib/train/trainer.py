@@ -157,6 +157,24 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
+def train_step(model, optimizer, batch: dict, cfg: TrainConfig, step: int, bf16: bool = False):
+    """One AdamW step at ``step``'s learning rate (bf16 autocast for the aggregator if asked; the
+    heads run in fp32 anyway); returns (loss, lr, clipped gradient norm, loss parts)."""
+    lr = learning_rate(cfg, step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(batch["images"].device.type, dtype=torch.bfloat16, enabled=bf16):
+        predictions = model(batch["images"])
+    loss, parts = vggt_loss(predictions, batch, cfg.camera_weight)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss at step {step}: {parts}; lower --lr or resume from a checkpoint")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss.detach(), lr, grad_norm, parts
+
+
 def train(cfg: TrainConfig, resume: bool = True) -> Path:
     """Run (or resume) training; returns the path of the final safetensors checkpoint."""
     torch.set_num_threads(cfg.threads)
@@ -182,17 +200,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     tic = time.time()
     bar = tqdm(loader, total=cfg.steps, initial=start_step, desc="train", mininterval=5)
     for step, batch in bar:
-        lr = learning_rate(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        predictions = model(batch["images"])
-        loss, parts = vggt_loss(predictions, batch, cfg.camera_weight)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step}: {parts}; lower --lr or resume from a checkpoint")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        loss, lr, grad_norm, parts = train_step(model, optimizer, batch, cfg, step)
         done = step + 1
         if done % cfg.log_every == 0:
             record = {"step": done, "loss": float(loss), "lr": lr, "grad_norm": float(grad_norm),
