@@ -13,10 +13,13 @@ frames (S uniform in [2, 8], B = frames_per_step // S), all on the device. Rende
 going in the background, so later steps see newer scenes. The model runs under bf16
 autocast on CUDA (float32 on CPU).
 
-With ``--minutes`` the number of steps is fixed after the first ``--calibration-steps``
-steps from their measured speed, so that the run, decay included, fits the budget; the
-chosen number is logged, and passing it as ``--steps`` repeats the schedule. GPU kernels
-and the background renderer are not bit-for-bit deterministic across runs.
+With ``--minutes`` the number of steps is set from the measured speed every
+``--calibration-steps`` steps until the learning-rate decay starts (the first
+``--calibration-steps`` steps, with their warm-up kernels, are not timed), so that the run,
+decay included, fits the budget; the chosen number is logged, and passing it as ``--steps``
+repeats the schedule. Several runs may share one GPU (each process is partly launch-bound,
+so they fill each other's gaps); re-measuring keeps each within its budget. GPU kernels and
+the background renderer are not bit-for-bit deterministic across runs.
 
 Outputs in ``--out``: ``log.jsonl`` (loss parts, lr, bank size, elapsed time), the weights
 as ``weights_0.safetensors`` + ``weights_1.safetensors`` (two halves of the state dict, each
@@ -41,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from qvggt_lib.data import render_split
 from qvggt_lib.evaluate import evaluate
 from qvggt_lib.model import build_vggt
-from qvggt_lib.train.trainer import RENDERED_FRAMES, TrainConfig, make_optimizer, train_step
+from qvggt_lib.train.trainer import RENDERED_FRAMES, TrainConfig, make_optimizer, raise_if_not_finite, train_step
 
 BANK_KEYS = ("images", "depth", "extrinsics", "intrinsics", "world_points", "valid")
 BANK_DTYPES = {"images": torch.float16, "valid": torch.bool}  # the rest stays float32
@@ -137,6 +140,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--frames-per-step", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--init-values", type=float, default=None, help="LayerScale init (default: the model config's 0.01)")
     p.add_argument("--warmup-steps", type=int, default=300)
     p.add_argument("--camera-weight", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
@@ -160,7 +164,8 @@ def main(argv=None) -> None:
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cfg = TrainConfig(steps=args.steps or 10**9, frames_per_step=args.frames_per_step, lr=args.lr,
+    cfg = TrainConfig(steps=args.steps or 10**9, init_values=args.init_values,
+                      frames_per_step=args.frames_per_step, lr=args.lr,
                       warmup_steps=args.warmup_steps, camera_weight=args.camera_weight, seed=args.seed,
                       out_dir=str(out))
     # Two spawn pools (workers must not inherit a CUDA context): a large one renders the first
@@ -182,27 +187,36 @@ def main(argv=None) -> None:
     print(f"bank: {bank.size} scenes prefilled in {time.time() - tic:.1f} s with "
           f"{args.prefill_workers} + {args.workers} workers (capacity {capacity})", flush=True)
 
-    model = build_vggt(cfg.model, seed=cfg.seed).to(device).train()
+    overrides = {} if cfg.init_values is None else {"init_values": cfg.init_values}
+    model = build_vggt(cfg.model, seed=cfg.seed, **overrides).to(device).train()
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(args.seed)
     log = (out / "log.jsonl").open("w")
     start = last_save = time.time()
-    step = 0
+    step, timer = 0, None  # timer: (step, time) where the timed window starts
     while step < cfg.steps:
-        if step == args.calibration_steps and args.minutes is not None:
-            per_step = (time.time() - start) / step
-            total = int(args.minutes * 60 / per_step)
-            cfg = dataclasses.replace(cfg, steps=max(total, step + 1))
-            print(f"{per_step * 1e3:.1f} ms/step -> {cfg.steps} steps in {args.minutes} min", flush=True)
+        before_decay = step < cfg.steps * (1 - cfg.decay_fraction)
+        if args.minutes is not None and step % args.calibration_steps == 0 and before_decay:
+            now = time.time()
+            if timer is not None:
+                per_step = (now - timer[1]) / (step - timer[0])
+                total = step + int((args.minutes * 60 - (now - start)) / per_step)
+                cfg = dataclasses.replace(cfg, steps=max(total, step + 1))
+                print(f"step {step}: {per_step * 1e3:.1f} ms/step -> {cfg.steps} steps in {args.minutes} min",
+                      flush=True)
+            if step > 0:
+                timer = (step, now)
         rng = np.random.default_rng([cfg.seed, step])
         S = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
         batch = bank.sample(cfg.frames_per_step // S, S, generator)
-        loss, lr, grad_norm, parts = train_step(model, optimizer, batch, cfg, step, bf16=cuda)
+        loss, lr, grad_norm, parts = train_step(model, optimizer, batch, cfg, step, bf16=cuda, check_finite=False)
         step += 1
         if step % 20 == 0:
+            raise_if_not_finite(loss, parts, step)
             bank.add(take_ready(pending, limit=4 * capacity))
             record = {"step": step, "loss": float(loss), "lr": lr, "grad_norm": float(grad_norm), "frames": S,
-                      "bank": bank.size, "rendered": bank.added, "elapsed_s": round(time.time() - start, 1), **parts}
+                      "bank": bank.size, "rendered": bank.added, "elapsed_s": round(time.time() - start, 1),
+                      **{k: float(v) for k, v in parts.items()}}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if step % 200 == 0:

@@ -48,10 +48,15 @@ class RotaryPositionEmbedding2D(nn.Module):
         super().__init__()
         self.base = frequency
 
-    def _cos_sin(self, dim: int, max_pos: int, device, dtype):
-        inv_freq = 1.0 / self.base ** (torch.arange(0, dim, 2, device=device).float() / dim)
-        angles = torch.outer(torch.arange(max_pos, device=device, dtype=inv_freq.dtype), inv_freq)
-        angles = torch.cat((angles, angles), dim=-1).to(dtype)
+    def _cos_sin(self, positions: torch.Tensor, dim: int, dtype):
+        """cos/sin of angles = pos * inv_freq (duplicated to ``dim``): [B, 1, N, dim] each.
+
+        Computed from the positions directly rather than from a table sized by
+        ``positions.max()``, so the forward pass never waits for the device.
+        """
+        inv_freq = 1.0 / self.base ** (torch.arange(0, dim, 2, device=positions.device).float() / dim)
+        angles = positions[..., None].to(inv_freq.dtype) * inv_freq
+        angles = torch.cat((angles, angles), dim=-1).to(dtype)[:, None]
         return angles.cos(), angles.sin()
 
     @staticmethod
@@ -59,23 +64,14 @@ class RotaryPositionEmbedding2D(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((-x2, x1), dim=-1)
 
-    def _rope_1d(self, x, positions, cos_table, sin_table):
-        cos = F.embedding(positions, cos_table)[:, None]  # [B, 1, N, d]
-        sin = F.embedding(positions, sin_table)[:, None]
+    def _rope_1d(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        cos, sin = self._cos_sin(positions, x.shape[-1], x.dtype)
         return x * cos + self._rotate_half(x) * sin
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: [B, heads, N, head_dim]; positions: [B, N, 2] int64 (y, x)."""
-        dim = x.shape[-1] // 2
-        cos_table, sin_table = self._cos_sin(dim, int(positions.max()) + 1, x.device, x.dtype)
         y_half, x_half = x.chunk(2, dim=-1)
-        return torch.cat(
-            (
-                self._rope_1d(y_half, positions[..., 0], cos_table, sin_table),
-                self._rope_1d(x_half, positions[..., 1], cos_table, sin_table),
-            ),
-            dim=-1,
-        )
+        return torch.cat((self._rope_1d(y_half, positions[..., 0]), self._rope_1d(x_half, positions[..., 1])), dim=-1)
 
 
 def patch_positions(batch: int, grid_h: int, grid_w: int, device=None) -> torch.Tensor:

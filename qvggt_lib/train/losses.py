@@ -85,8 +85,9 @@ def confidence_regression_loss(pred, gt, conf, valid, alpha: float = 0.2):
     return reg, sum(grad_terms)
 
 
-def vggt_loss(predictions: dict, batch: dict, camera_weight: float = 5.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its parts for a rendered batch (see :func:`normalize_ground_truth`)."""
+def vggt_loss(predictions: dict, batch: dict, camera_weight: float = 5.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts (detached scalars, left on the device) for a rendered batch
+    (see :func:`normalize_ground_truth`)."""
     gt = normalize_ground_truth(batch)
     H, W = gt["depth"].shape[-2:]
     gt_pose = extri_intri_to_pose_encoding(gt["extrinsics"], gt["intrinsics"], (H, W))
@@ -98,4 +99,4 @@ def vggt_loss(predictions: dict, batch: dict, camera_weight: float = 5.0) -> tup
         predictions["world_points"], gt["world_points"], predictions["world_points_conf"], gt["valid"]
     )
     total = camera_weight * parts["camera"] + sum(v for k, v in parts.items() if k != "camera")
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}

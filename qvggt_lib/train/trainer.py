@@ -157,22 +157,31 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def train_step(model, optimizer, batch: dict, cfg: TrainConfig, step: int, bf16: bool = False):
+def train_step(model, optimizer, batch: dict, cfg: TrainConfig, step: int, bf16: bool = False,
+               check_finite: bool = True):
     """One AdamW step at ``step``'s learning rate (bf16 autocast for the aggregator if asked; the
-    heads run in fp32 anyway); returns (loss, lr, clipped gradient norm, loss parts)."""
+    heads run in fp32 anyway); returns (loss, lr, clipped gradient norm, loss parts), tensors
+    left on the device. ``check_finite=False`` skips the per-step non-finite-loss check, a host
+    sync that stalls a GPU; the caller then checks the loss when it logs."""
     lr = learning_rate(cfg, step)
     for group in optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast(batch["images"].device.type, dtype=torch.bfloat16, enabled=bf16):
         predictions = model(batch["images"])
     loss, parts = vggt_loss(predictions, batch, cfg.camera_weight)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss at step {step}: {parts}; lower --lr or resume from a checkpoint")
+    if check_finite:
+        raise_if_not_finite(loss, parts, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     return loss.detach(), lr, grad_norm, parts
+
+
+def raise_if_not_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], step: int) -> None:
+    if not torch.isfinite(loss):
+        parts = {k: float(v) for k, v in parts.items()}
+        raise FloatingPointError(f"non-finite loss at step {step}: {parts}; lower --lr or resume from a checkpoint")
 
 
 def train(cfg: TrainConfig, resume: bool = True) -> Path:
@@ -204,10 +213,11 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         done = step + 1
         if done % cfg.log_every == 0:
             record = {"step": done, "loss": float(loss), "lr": lr, "grad_norm": float(grad_norm),
-                      "frames": int(batch["images"].shape[1]), "elapsed_s": round(time.time() - tic, 1), **parts}
+                      "frames": int(batch["images"].shape[1]), "elapsed_s": round(time.time() - tic, 1),
+                      **{k: float(v) for k, v in parts.items()}}
             log.write(json.dumps(record) + "\n")
             log.flush()
-            bar.set_postfix(loss=f"{float(loss):.3f}", cam=f"{parts['camera']:.3f}")
+            bar.set_postfix(loss=f"{float(loss):.3f}", cam=f"{float(parts['camera']):.3f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
                         "train_config": dataclasses.asdict(cfg)}, out / "last.tmp")
