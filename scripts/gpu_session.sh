@@ -48,7 +48,7 @@ if [ "$TRAIN_MINUTES" != 0 ]; then
     mkdir -p "$OUT/train_$name"
     # shellcheck disable=SC2086
     stage "$limit" "train_$name" python3 scripts/train_gpu.py --minutes "$TRAIN_MINUTES" --out "$OUT/train_$name" \
-      --workers "$workers" --prefill-workers "$workers" --bank $(( 30000 / n )) $extra &
+      --workers "$workers" --prefill-workers "$workers" --bank $(( 16000 / n )) $extra &
   done
   wait
 fi
