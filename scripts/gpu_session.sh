@@ -41,7 +41,10 @@ if [ "$TRAIN_MINUTES" != 0 ]; then
   IFS=';' read -ra variants <<< "$TRAIN_VARIANTS"
   n=${#variants[@]}
   cpus=$(nproc)
-  workers=$(( (cpus - n) / n > 1 ? (cpus - n) / n - 1 : 1 ))  # render workers per run, one core each for the trainers
+  # Render workers per run: half the cores in all. The trainers' own threads (Python launching
+  # kernels, CUDA driver threads) need the rest: with 14 workers on 16 cores, one run's steps
+  # took 650 ms instead of 450 ms (docs/gpu_results/train_tiny_h200_2026-11-26_s3).
+  workers=$(( cpus / (2 * n) > 1 ? cpus / (2 * n) : 1 ))
   limit=$(awk "BEGIN {print int($TRAIN_MINUTES * 60 + 90)}")
   for variant in "${variants[@]}"; do
     name=${variant%%=*} extra=${variant#*=}

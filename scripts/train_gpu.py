@@ -4,6 +4,7 @@
     python scripts/train_gpu.py --steps 8000 --out runs/gpu         # fixed length instead
     python scripts/train_gpu.py --device cpu --minutes 0.5 --frames-per-step 16 \
         --workers 2 --prefill 16 --out /tmp/gpu-smoke               # CPU smoke run
+    python scripts/train_gpu.py --join runs/gpu data/checkpoints/vggt-tiny.safetensors  # halves -> one file
 
 Same losses, optimizer and warm-up/stable/decay schedule as ``qvggt train`` (the CPU
 trainer, ``qvggt_lib.train``), but the data pipeline is made for a fast device: a pool of
@@ -39,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from qvggt_lib.data import render_split
 from qvggt_lib.evaluate import evaluate
-from qvggt_lib.model import build_vggt
+from qvggt_lib.model import VGGT, VGGTConfig, build_vggt, save_checkpoint
 from qvggt_lib.train.trainer import RENDERED_FRAMES, TrainConfig, make_optimizer, raise_if_not_finite, train_step
 
 BANK_KEYS = ("images", "depth", "extrinsics", "intrinsics", "world_points", "valid")
@@ -120,6 +122,22 @@ def load_halves(folder: str | Path) -> dict[str, torch.Tensor]:
     return {**load_file(str(folder / "weights_0.safetensors")), **load_file(str(folder / "weights_1.safetensors"))}
 
 
+def join_halves(folder: str | Path, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """One checkpoint (``save_checkpoint`` format, loadable with ``load_model``) from a run's halves.
+
+        python scripts/train_gpu.py --join runs/gpu/train_main data/checkpoints/vggt-tiny.safetensors
+    """
+    with safe_open(str(Path(folder) / "weights_0.safetensors"), "pt") as f:
+        saved = f.metadata() or {}
+    if "config" not in saved:
+        raise ValueError(f"{folder}: the weight halves carry no model configuration (written before it was stored); "
+                         "build the model with its config and load_state_dict(load_halves(folder)) yourself")
+    model = VGGT(VGGTConfig.from_dict(json.loads(saved["config"])))
+    model.load_state_dict(load_halves(folder))
+    extra = {k: v for k, v in saved.items() if k != "config"}
+    return save_checkpoint(model.eval(), path, {**extra, **(metadata or {})})
+
+
 def take_ready(pending, limit: int) -> list[dict[str, np.ndarray]]:
     """The scenes the render pool has finished (in order), without waiting for more."""
     scenes = []
@@ -133,14 +151,17 @@ def take_ready(pending, limit: int) -> list[dict[str, np.ndarray]]:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output folder")
-    budget = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--join", nargs=2, metavar=("RUN_FOLDER", "CHECKPOINT"),
+                   help="only write RUN_FOLDER's weight halves as one checkpoint file, then exit")
+    budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="wall-clock training budget (rendering prefill excluded)")
     budget.add_argument("--steps", type=int, help="fixed number of steps")
     p.add_argument("--device", default="cuda")
     p.add_argument("--frames-per-step", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--init-values", type=float, default=None, help="LayerScale init (default: the model config's 0.01)")
+    p.add_argument("--init-from", default=None, help="folder with weights_{0,1}.safetensors of an earlier run to start from")
     p.add_argument("--warmup-steps", type=int, default=300)
     p.add_argument("--camera-weight", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
@@ -151,11 +172,17 @@ def parse_args(argv=None):
     p.add_argument("--calibration-steps", type=int, default=60)
     p.add_argument("--save-every", type=float, default=60.0, help="seconds between weight saves")
     p.add_argument("--eval-scenes", type=int, default=32)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.join is None and (args.out is None or (args.minutes is None and args.steps is None)):
+        p.error("training needs --out and one of --minutes / --steps (or use --join)")
+    return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.join:
+        print(f"wrote {join_halves(*args.join)}")
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
@@ -188,7 +215,10 @@ def main(argv=None) -> None:
           f"{args.prefill_workers} + {args.workers} workers (capacity {capacity})", flush=True)
 
     overrides = {} if cfg.init_values is None else {"init_values": cfg.init_values}
-    model = build_vggt(cfg.model, seed=cfg.seed, **overrides).to(device).train()
+    model = build_vggt(cfg.model, seed=cfg.seed, **overrides)
+    if args.init_from:
+        model.load_state_dict(load_halves(args.init_from))
+    model = model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(args.seed)
     log = (out / "log.jsonl").open("w")
@@ -222,7 +252,8 @@ def main(argv=None) -> None:
             if step % 200 == 0:
                 print(json.dumps(record), flush=True)
         if time.time() - last_save > args.save_every or step == cfg.steps:
-            save_halves(model, out, {"step": str(step), "steps": str(cfg.steps)})
+            save_halves(model, out, {"step": str(step), "steps": str(cfg.steps),
+                                     "config": json.dumps(model.config.to_dict())})
             last_save = time.time()
     background.terminate()
     train_s = time.time() - start

@@ -1,13 +1,16 @@
 """The GPU trainer's data path (scripts/train_gpu.py), on CPU: ring bank, batches, weight halves."""
 
 import importlib.util
+import json
 import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from safetensors import safe_open
 
-from qvggt_lib.model import build_vggt
+from qvggt_lib.model import build_vggt, load_model
 
 spec = importlib.util.spec_from_file_location(
     "train_gpu", Path(__file__).resolve().parents[1] / "scripts" / "train_gpu.py"
@@ -74,3 +77,20 @@ def test_take_ready_returns_finished_results_in_order_without_waiting():
         while len(taken) < 5:
             taken += train_gpu.take_ready(pending, limit=5 - len(taken))
         assert taken == [1, 4, 9, 16, 25]
+
+
+def test_join_halves_writes_a_checkpoint_that_load_model_rebuilds(tmp_path):
+    model = build_vggt("tiny", seed=2, init_values=0.1)
+    train_gpu.save_halves(model, tmp_path, {"step": "7", "config": json.dumps(model.config.to_dict())})
+    path = train_gpu.join_halves(tmp_path, tmp_path / "joined.safetensors", {"note": "test"})
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["step"] == "7" and f.metadata()["note"] == "test"
+
+
+def test_join_halves_without_a_stored_config_says_what_to_do(tmp_path):
+    train_gpu.save_halves(build_vggt("tiny", seed=1), tmp_path, {"step": "1"})
+    with pytest.raises(ValueError, match="no model configuration"):
+        train_gpu.join_halves(tmp_path, tmp_path / "x.safetensors")
