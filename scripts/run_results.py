@@ -246,7 +246,8 @@ def markdown(data: dict, args) -> str:
         "and point maps are from the float model's own predictions on the same scenes "
         "(mean |d - d_FP| / d_FP and ||P - P_FP|| / ||P_FP||, percent; "
         "`qvggt_lib.evaluate` fidelity), the sharper ruler when the metrics against ground "
-        "truth barely move. Time: quantization wall time (statistics, GPTQ or block "
+        "truth barely move; Δ rot.: the mean angle between the quantized and the float model's "
+        "predicted camera rotations, degrees. Time: quantization wall time (statistics, GPTQ or block "
         "calibration), seconds."
     )
     lines = [
@@ -262,7 +263,7 @@ def markdown(data: dict, args) -> str:
         "",
     ]
     time_column = {"depth_rel_diff": "Δ depth (%)", "points_rel_diff": "Δ points (%)",
-                   "calibration_seconds": "Time (s)"}
+                   "rotation_diff_deg": "Δ rot. (°)", "calibration_seconds": "Time (s)"}
     columns = {**TABLE_COLUMNS, "auc30_long": f"AUC@30 ({s['long_frames']} fr.)", **time_column}
     if fp is not None:
         fp_row = {"method": "fp", "bits": "", "metrics": _with_long(fp, s)}
@@ -280,16 +281,17 @@ def markdown(data: dict, args) -> str:
                 lines += [f"## {title}", "", table, ""]
     if data.get("fig5"):
         lines += ["## Fig. 5 analogue: calibration pick (QuantVGGT W4A4), mean ± std over seeds",
-                  "", ("| Pick | seeds | AUC@30 | AUC@3 | AbsRel | Δ depth (%) | Δ points (%) "
-                       "| per-seed AUC@30 |"), "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "", ("| Pick | seeds | AUC@30 | AUC@15 | AbsRel | Δ depth (%) | Δ points (%) "
+                       "| Δ rot. (°) | per-seed AUC@30 |"), "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for selection in s["selections"]:
             entries = [_with_long(v, s) | {"metrics": v["metrics"]}
                        for k, v in data["fig5"].items() if k.startswith(selection + "/")]
             if entries:
                 cells = [_mean_std([e[key] for e in entries], d)
-                         for key, d in (("auc30", 1), ("auc3", 1), ("depth_abs_rel", 3),
-                                        ("depth_rel_diff", 2), ("points_rel_diff", 2))]
-                seeds = ", ".join(f"{e['metrics']['auc30']:.1f}" for e in entries)
+                         for key, d in (("auc30", 2), ("auc15", 2), ("depth_abs_rel", 3),
+                                        ("depth_rel_diff", 2), ("points_rel_diff", 2),
+                                        ("rotation_diff_deg", 2))]
+                seeds = ", ".join(f"{e['metrics']['auc30']:.2f}" for e in entries)
                 lines.append(f"| {selection} | {len(entries)} | " + " | ".join(cells)
                              + f" | {seeds} |")
         lines.append("")
