@@ -45,8 +45,15 @@ from safetensors.torch import load_file, save_file
 
 from qvggt_lib.data import render_split
 from qvggt_lib.evaluate import evaluate
-from qvggt_lib.model import VGGT, VGGTConfig, build_vggt, save_checkpoint
-from qvggt_lib.train.trainer import RENDERED_FRAMES, TrainConfig, make_optimizer, raise_if_not_finite, train_step
+from qvggt_lib.model import VGGT, VGGTConfig, save_checkpoint
+from qvggt_lib.train.trainer import (
+    RENDERED_FRAMES,
+    TrainConfig,
+    build_model,
+    make_optimizer,
+    raise_if_not_finite,
+    train_step,
+)
 
 BANK_KEYS = ("images", "depth", "extrinsics", "intrinsics", "world_points", "valid")
 BANK_DTYPES = {"images": torch.float16, "valid": torch.bool}  # the rest stays float32
@@ -214,8 +221,7 @@ def main(argv=None) -> None:
     print(f"bank: {bank.size} scenes prefilled in {time.time() - tic:.1f} s with "
           f"{args.prefill_workers} + {args.workers} workers (capacity {capacity})", flush=True)
 
-    overrides = {} if cfg.init_values is None else {"init_values": cfg.init_values}
-    model = build_vggt(cfg.model, seed=cfg.seed, **overrides)
+    model = build_model(cfg)
     if args.init_from:
         model.load_state_dict(load_halves(args.init_from))
     model = model.to(device).train()

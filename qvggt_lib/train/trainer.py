@@ -145,6 +145,12 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    """The untrained model of a run: preset ``cfg.model``, seeded, with the LayerScale init override."""
+    overrides = {} if cfg.init_values is None else {"init_values": cfg.init_values}
+    return build_vggt(cfg.model, seed=cfg.seed, **overrides)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases, norms, LayerScale gammas, tokens and pos-embeds (ndim < 2 or tokens)."""
     decay, no_decay = [], []
@@ -189,8 +195,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
-    overrides = {} if cfg.init_values is None else {"init_values": cfg.init_values}
-    model = build_vggt(cfg.model, seed=cfg.seed, **overrides)
+    model = build_model(cfg)
     optimizer = make_optimizer(model, cfg)
     start_step = 0
     last = out / "last.pt"
