@@ -4,7 +4,8 @@ crop mode: width -> size, height -> round(h * (size / w) / 14) * 14, bicubic res
            centre-crop the height to ``size`` if larger.
 pad mode:  longer side -> size, the other rounded to a multiple of 14, then padded
            with white (1.0) to size x size.
-RGBA is composited onto white. Mixed shapes are padded (white) to the largest.
+RGBA is composited onto white; 16-bit greyscale is mapped to 8 bits (v / 257) before
+the RGB conversion, which would otherwise clip it. Mixed shapes are padded (white) to the largest.
 Returns [N, 3, H, W] float32 in [0, 1].
 """
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 PATCH = 14
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey PNGs open as I;16 or I
 
 
 def _open_rgb(source) -> Image.Image:
@@ -32,9 +34,30 @@ def _open_rgb(source) -> Image.Image:
             img.load()
         except OSError as exc:
             raise ValueError(f"Could not read image {path}: {exc}; is it a valid PNG/JPEG file?") from exc
+    if img.width == 0 or img.height == 0:
+        raise ValueError(f"Image {_describe(source)} is empty ({img.width}x{img.height} pixels)")
+    if img.mode in HIGH_BIT_DEPTH_MODES:
+        # PIL's convert("RGB") clips 16-bit values at 255 (a 0..65535 gradient becomes almost all
+        # white): map the full 16-bit range onto 8 bits first, v -> round(v / 257).
+        values = np.asarray(img, dtype=np.float64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(
+                f"Image {_describe(source)} has {img.mode} pixels outside 0..65535 "
+                f"([{values.min():.6g}, {values.max():.6g}]); save it as an 8- or 16-bit PNG/JPEG"
+            )
+        img = Image.fromarray(np.round(values / 257).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        raise ValueError(
+            f"Image {_describe(source)} holds floating-point pixels (mode F) with no defined range; "
+            "save it as an 8- or 16-bit PNG/JPEG"
+        )
     if img.mode == "RGBA":
         img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
     return img.convert("RGB")
+
+
+def _describe(source) -> str:
+    return "(PIL image)" if isinstance(source, Image.Image) else str(source)
 
 
 def _pad_white(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -53,8 +76,8 @@ def load_and_preprocess_images(paths, mode: str = "crop", size: int = 518) -> to
         raise ValueError("At least 1 image is required")
     if mode not in ("crop", "pad"):
         raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
-    if size % PATCH:
-        raise ValueError(f"size must be a multiple of the patch size {PATCH}, got {size}")
+    if not isinstance(size, int) or size <= 0 or size % PATCH:
+        raise ValueError(f"size must be a positive multiple of the patch size {PATCH}, got {size!r}")
     images = []
     for source in paths:
         img = _open_rgb(source)
@@ -65,6 +88,11 @@ def load_and_preprocess_images(paths, mode: str = "crop", size: int = 518) -> to
             new_h, new_w = size, round(w * (size / h) / PATCH) * PATCH
         else:
             new_w, new_h = size, round(h * (size / w) / PATCH) * PATCH
+        if new_w == 0 or new_h == 0:
+            raise ValueError(
+                f"Image {_describe(source)} ({w}x{h}) is too elongated: at size {size} its short side "
+                f"rounds to 0 patches; crop it closer to square first"
+            )
         img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
         tensor = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         if mode == "crop" and new_h > size:

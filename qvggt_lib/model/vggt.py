@@ -51,9 +51,27 @@ class VGGT(nn.Module):
                 f"image height and width must be multiples of the patch size {p}, got {H}x{W}; "
                 "resize with qvggt_lib.io.load_and_preprocess_images or crop to a multiple of 14"
             )
+        if images.shape[0] == 0 or images.shape[1] == 0:
+            raise ValueError(
+                f"images must hold at least one frame, got shape {tuple(images.shape)}; "
+                "pass [S, 3, H, W] with S >= 1 (VGGT reconstructs from one or more views)"
+            )
+        if H == 0 or W == 0:
+            raise ValueError(f"images must be at least {p}x{p} pixels, got {H}x{W}")
         if not images.is_floating_point():
             raise TypeError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
-        if images.device.type != "meta" and images.numel():
+        if images.dtype == torch.float64:
+            raise TypeError("images must be float32 (or float16/bfloat16), got float64; convert with images.float()")
+        if images.device.type != "meta":
+            finite = torch.isfinite(images).flatten(2).all(-1)  # [B, S]
+            if not bool(finite.all()):
+                bad = [(b, s) for b, s in (~finite).nonzero().tolist()]
+                where = ", ".join(f"frame {s}" if images.shape[0] == 1 else f"scene {b} frame {s}" for b, s in bad[:8])
+                more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+                raise ValueError(
+                    f"images contain NaN or Inf values in {where}{more}; every output would be NaN. "
+                    "Check how those frames were loaded or decoded, or drop them"
+                )
             lo, hi = float(images.min()), float(images.max())
             if lo < -INPUT_RANGE_TOLERANCE or hi > 1 + INPUT_RANGE_TOLERANCE:
                 raise ValueError(
