@@ -22,7 +22,13 @@ values of a row then saturate at the range ends). The dequantized row is
 
 *All-zero rows*: ``max|y| = 0`` gives ``Delta = 0``; we store ``scale = 1.0`` instead
 (likewise when ``max|y| / q_max`` underflows to 0), so ``q = 0`` and nothing divides by
-zero. Inputs are assumed finite (a NaN/inf propagates into ``scale``).
+zero.
+
+*Non-finite rows* (the contract, the same in both backends): a row whose ``y`` holds a NaN or
+an Inf (in ``x``, or made by the pre-scale, rotation or smoothing) gets ``scale = NaN`` and
+``q = 0``, so its dequantized row, and every output the GEMM computes from it, is NaN: the
+fault stays visible instead of turning into plausible numbers. The test is
+``sum_k (y_k * 0) != 0``, which is NaN exactly when some ``y_k`` is NaN or Inf.
 
 Why
 ---
@@ -125,6 +131,8 @@ if HAS_TRITON:
         amax = tl.max(tl.abs(y), axis=1) * clip  # [BLOCK_M]; * 1.0 is exact
         scale = tl.math.div_rn(amax, tl.full((BLOCK_M,), QMAX, tl.float32))
         scale = tl.where(scale > 0.0, scale, 1.0)
+        bad = tl.sum(y * 0.0, axis=1) != 0.0  # NaN (so True) iff the row holds a NaN or an Inf
+        scale = tl.where(bad, float("nan"), scale)
 
         # 5. q = clamp(round_half_to_even(y / scale)), exact arithmetic rounding
         v = tl.math.div_rn(y, tl.broadcast_to(scale[:, None], (BLOCK_M, BLOCK_K)))
@@ -133,6 +141,7 @@ if HAS_TRITON:
         f_odd = f - 2.0 * tl.floor(f * 0.5)  # 1.0 if f is odd else 0.0
         r = f + tl.where(d > 0.5, 1.0, 0.0) + tl.where(d == 0.5, f_odd, 0.0)
         r = tl.minimum(tl.maximum(r, -QMAX - 1.0), QMAX * 1.0)
+        r = tl.where(bad[:, None], 0.0, r)  # non-finite rows: codes 0, scale NaN
 
         # 6. masked stores
         tl.store(q_ptr + offs, r.to(tl.int8), mask=mask)
@@ -198,9 +207,14 @@ def quantize_per_token_reference(
     amax = y.abs().amax(dim=1) if k > 0 else y.new_zeros(y.shape[0])
     if clip is not None:
         amax = amax * clip  # an fp32 product, as in the kernel
-    scale = amax / qmax
+    # a tensor divisor: CUDA turns division by a Python scalar into a * (1 / b), which is not the
+    # kernel's correctly rounded division
+    scale = amax / torch.full_like(amax, qmax)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    bad = (y * 0).sum(dim=1) != 0  # NaN (so True) iff the row holds a NaN or an Inf
+    scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
     q = round_half_to_even(y / scale[:, None]).clamp_(-qmax - 1, qmax)
+    q = torch.where(bad[:, None], torch.zeros_like(q), q)  # non-finite rows: codes 0, scale NaN
     return q.to(torch.int8), scale
 
 
@@ -225,8 +239,10 @@ def quantize_per_token(
         x: ``[..., K]`` fp32/fp16/bf16, contiguous; leading dims are flattened to ``M``.
         bits: 2..8 (4 for W4A4, 8 for W8A8).
         hadamard: apply the orthonormal FWHT along K first (K must be a power of two).
-        smooth: optional fp32 ``[K]``; the (rotated) row is divided by it. Entries must be
-            non-zero (negative values are allowed).
+        smooth: optional fp32 ``[K]``; the (rotated) row is divided by it. Entries should be
+            finite and non-zero (negative values are allowed); a zero or non-finite entry makes
+            every row non-finite (see below). Not checked here: that would cost a device sync
+            per call; ``qvggt_lib.deploy`` checks the divisors once, when it builds a layer.
         clip: optional ratio ``c > 0`` (a Python float, e.g. a learned LAC factor):
             ``scale = (c * max|y|) / qmax``; with ``c < 1`` the largest values clamp to
             the range ends. ``None`` means ``c = 1``.
@@ -238,6 +254,7 @@ def quantize_per_token(
     Returns:
         ``(q, scale)``: int8 ``[M, K]`` in ``[-2^(bits-1), 2^(bits-1)-1]`` and fp32 ``[M]``,
         such that ``q * scale[:, None]`` approximates the (pre-scaled, rotated, smoothed) rows.
+        A row holding a NaN or an Inf gets ``q = 0`` and ``scale = NaN`` (both backends).
     """
     # 1. checks
     if not isinstance(x, torch.Tensor):

@@ -369,6 +369,13 @@ def _check_convertible(layer: QuantLinear, smoothing_folded: bool) -> dict:
         )
     signs = None if rotation is None else rotation.signs.detach().float()
     s = None if smooth is None else smooth.detach().float()
+    if s is not None and not bool((torch.isfinite(s) & (s != 0)).all()):
+        bad = int((~(torch.isfinite(s) & (s != 0))).sum())
+        raise ValueError(
+            f"{bad} smoothing factor(s) of this layer are zero, NaN or Inf; every activation row "
+            "would come out NaN. Re-run the calibration on finite images (a NaN image poisons "
+            "the activation maxima) or check the saved model"
+        )
     smooth_first = rotation is None or layer.order == "smooth_then_rotate"
     if smoothing_folded and not (smooth_first and s is not None):
         raise ValueError(
@@ -521,7 +528,7 @@ def load_deployed(path, device=None, backend: str = "auto") -> VGGT:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a deployed checkpoint (format "
-            f"{metadata.get('format')!r}); use load_any for float/quantized ones"
+            f"{metadata.get('format')!r}); load_any reads every kind"
         )
     if metadata.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(
