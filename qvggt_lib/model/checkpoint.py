@@ -7,6 +7,7 @@ Our files store the model configuration as JSON in the safetensors metadata, so
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,20 +21,58 @@ from .vggt import VGGT
 
 SKIPPED_PREFIXES = ("track_head.",)  # the tracker is out of scope; its keys are reported, not loaded
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# files of the quantization and deployment layers (named here, read there)
+OTHER_FORMATS = {"qvggt-quantized": "qvggt_lib.quant.load_quantized",
+                 "qvggt-deployed": "qvggt_lib.deploy.load_deployed"}
 PRETRAINED = {"tiny": REPO_ROOT / "data" / "checkpoints" / "vggt-tiny.safetensors"}
 
 
 @dataclass
 class LoadReport:
+    """What ``load_checkpoint`` did. With ``strict=False`` the model's ``missing`` keys keep their
+    random initialisation, so they are always listed (and printed), never hidden."""
+
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped)} ({', '.join(sorted({k.split('.')[0] for k in self.skipped})) or 'none'})"
+        groups = ", ".join(sorted({k.split(".")[0] for k in self.skipped})) or "none"
+        text = f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped)} ({groups})"
+        for label, items in (("MISSING, left randomly initialised", self.missing),
+                             ("unexpected, ignored", self.unexpected), ("shape mismatch, ignored", self.mismatched)):
+            if items:
+                text += f"; {label} ({len(items)}): {_show(items)}"
+        return text
+
+
+def _show(items: list[str]) -> str:
+    return ", ".join(items[:10]) + (f" ... (+{len(items) - 10} more)" if len(items) > 10 else "")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint does not fit the model, or cannot be read."""
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a ``.safetensors`` file, read from its header alone ({} for other files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path (official VGGT-1B: model.pt)")
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(
+            f"Could not read checkpoint {path} ({type(exc).__name__}: {exc}); the file is truncated or not a "
+            "state dict: download it again or re-save it with save_checkpoint"
+        ) from exc
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -43,12 +82,14 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path (official VGGT-1B: model.pt)")
     try:
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-            return load_file(str(path)), metadata
+            return load_file(str(path)), read_metadata(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"Could not read checkpoint {path}: it is not a torch.save-d state dict, or it holds objects "
+            "other than tensors, which loading with weights_only=True refuses for safety; re-save the "
+            "state dict alone (torch.save(model.state_dict(), path)) or use a .safetensors file"
+        ) from exc
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"Could not read checkpoint {path} ({type(exc).__name__}: {exc}); the file is truncated or not a "
@@ -65,7 +106,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     """Load official or our own weights into ``model``.
 
     ``track_head.*`` keys are skipped and reported. With ``strict``, any missing,
-    unexpected or mis-shaped key raises a :class:`CheckpointError` listing them all.
+    unexpected or mis-shaped key raises a :class:`CheckpointError` listing them all; without it
+    they are listed in the returned report. Non-float tensors for float parameters always raise.
     """
     state, _ = read_state_dict(path)
     report = LoadReport(skipped=sorted(k for k in state if k.startswith(SKIPPED_PREFIXES)))
@@ -78,14 +120,18 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
         for k in set(own) & set(state)
         if state[k].shape != own[k].shape
     )
+    not_float = sorted(f"{k} ({state[k].dtype})" for k in set(own) & set(state)
+                       if own[k].is_floating_point() and not state[k].is_floating_point())
+    if not_float:
+        raise CheckpointError(
+            f"Checkpoint {path} stores non-float weights where the model has float ones: {_show(not_float)}. "
+            "It is not a float VGGT checkpoint (a quantized or deployed file? use load_any or load_deployed)"
+        )
     if strict and (missing or unexpected or mismatched):
-        def show(items):
-            return ", ".join(items[:10]) + (f" ... (+{len(items) - 10} more)" if len(items) > 10 else "")
-
         raise CheckpointError(
             f"Checkpoint {path} does not fit this model: "
             + "; ".join(
-                f"{label} ({len(items)}): {show(items)}"
+                f"{label} ({len(items)}): {_show(items)}"
                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
                 if items
             )
@@ -95,11 +141,21 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(loadable, strict=False)
     report.loaded = sorted(loadable)
+    report.missing, report.unexpected, report.mismatched = missing, unexpected, mismatched
     return report
 
 
 def save_checkpoint(model: VGGT, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Save weights to safetensors with the configuration in the metadata."""
+    """Save a float VGGT's weights to safetensors with the configuration in the metadata."""
+    with torch.device("meta"):
+        float_keys = set(VGGT(model.config).state_dict())
+    extra = sorted(set(model.state_dict()) - float_keys)
+    if extra:
+        raise TypeError(
+            f"save_checkpoint writes float models, but this one has {len(extra)} tensors a float VGGT "
+            f"does not ({_show(extra)}): save a quantize()-d model with "
+            "qvggt_lib.quant.save_quantized, a deploy()-ed one with qvggt_lib.deploy.save_deployed"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "qvggt", "config": json.dumps(model.config.to_dict())}
@@ -111,16 +167,46 @@ def save_checkpoint(model: VGGT, path: str | Path, extra_metadata: dict[str, str
 
 def load_model(path: str | Path, device=None) -> VGGT:
     """Rebuild the model saved by :func:`save_checkpoint` and load its weights (strict)."""
-    _, metadata = read_state_dict(path)
+    metadata = read_metadata(path)  # the header only: nothing is allocated before the checks
+    loader = OTHER_FORMATS.get(metadata.get("format"))
+    if loader is not None:
+        raise CheckpointError(f"{path} is a {metadata['format']} checkpoint, not a float one: load it with "
+                              f"{loader} (or qvggt_lib.quant.load_any, which reads every kind)")
     if "config" not in metadata:
         raise CheckpointError(
             f"{path} has no model configuration in its metadata (it was not written by save_checkpoint); "
             "build the model yourself, e.g. build_vggt('vggt-1b'), then call load_checkpoint(model, path)"
         )
-    model = VGGT(VGGTConfig.from_dict(json.loads(metadata["config"])))
+    try:
+        config = VGGTConfig.from_dict(json.loads(metadata["config"]))
+    except (ValueError, TypeError) as exc:  # json errors are ValueErrors
+        raise CheckpointError(f"{path} has an invalid model configuration in its metadata: {exc}") from exc
+    check_shapes_before_building(config, path)
+    model = VGGT(config)
     load_checkpoint(model, path, strict=True)
     model.eval()
     return model.to(device) if device is not None else model
+
+
+def check_shapes_before_building(config: VGGTConfig, path: str | Path) -> None:
+    """Compare the file's tensor shapes with a model built on the ``meta`` device (no memory),
+    so a configuration that does not match its tensors fails before anything is allocated."""
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in VGGT(config).state_dict().items()}
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    stored = {k: v for k, v in stored.items() if not k.startswith(SKIPPED_PREFIXES)}
+    wrong = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+    missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+    if wrong or missing or unexpected:
+        raise CheckpointError(
+            f"{path}: the configuration in its metadata does not match its tensors (shape mismatch "
+            f"{len(wrong)}: {_show(wrong)}; missing {len(missing)}: {_show(missing)}; unexpected "
+            f"{len(unexpected)}: {_show(unexpected)}). The file was edited or corrupted: save it again "
+            "with save_checkpoint"
+        )
 
 
 def load_pretrained(name: str = "tiny", device=None) -> VGGT:

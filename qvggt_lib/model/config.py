@@ -8,7 +8,13 @@ user change any field.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+
+# Upper bounds of the integer fields, far above VGGT-1B's values (24 blocks, width 1024, 518 px).
+LIMITS = {"img_size": 4096, "patch_size": 64, "embed_dim": 8192, "depth": 128, "num_heads": 256,
+          "num_register_tokens": 64, "patch_embed_depth": 128, "patch_embed_heads": 256,
+          "patch_embed_registers": 64, "camera_trunk_depth": 64, "camera_num_heads": 256, "dpt_features": 4096}
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,9 @@ class VGGTConfig:
     enable_point: bool = True
 
     def __post_init__(self):
-        problems = []
+        problems = self._type_and_range_problems()
+        if problems:  # the divisibility checks below assume sane types
+            raise ValueError("Invalid VGGT configuration: " + "; ".join(problems))
         if self.embed_dim % self.num_heads:
             problems.append(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
         elif (self.embed_dim // self.num_heads) % 4:
@@ -62,6 +70,27 @@ class VGGTConfig:
             problems.append("dpt_out_channels needs 4 entries")
         if problems:
             raise ValueError("Invalid VGGT configuration: " + "; ".join(problems))
+
+    def _type_and_range_problems(self) -> list[str]:
+        """Every field has its declared type and a sane range (a config read from a file is
+        untrusted: ``depth=999`` at full width would allocate until memory runs out)."""
+        problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool":
+                ok = isinstance(value, bool)
+            elif f.type == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= LIMITS.get(f.name, 4096)
+            elif f.type == "float":
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                      and (value >= 0 if f.name == "token_init_std" else value > 0))
+            else:  # tuple[int, int, int, int]
+                ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65536
+                                                      for v in value)
+            if not ok:
+                problems.append(f"{f.name}={value!r} is not a valid {f.type}"
+                                + (f" in [1, {LIMITS.get(f.name, 4096)}]" if f.type == "int" else ""))
+        return problems
 
     @property
     def head_dim(self) -> int:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .hadamard import RandomHadamard, rotate_linear_input
-from .quantizer import LearnableClip, Quantizer, QuantSpec
+from .quantizer import LearnableClip, Quantizer, QuantSpec, dequantize, quantize
 
 ORDERS = ("rotate_then_smooth", "smooth_then_rotate")
 
@@ -119,6 +119,19 @@ class QuantLinear(nn.Module):
         """Q_w(W') [N, K], differentiable w.r.t. smooth and the weight clip."""
         weight = self.transformed_weight()
         return weight if self.weight_quantizer is None else self.weight_quantizer(weight)
+
+    @torch.no_grad()
+    def weight_grid_error(self) -> float:
+        """How far the cached quantized_weight lies from the grid of this layer's weight quantizer,
+        in steps: max |requantize(W_hat) - W_hat| / s. About 0 for weights rounded at these bits
+        (RTN or GPTQ alike); a few tenths for weights made at other bits."""
+        if self.weight_quantizer is None:
+            return 0.0
+        spec, cached = self.weight_quantizer.spec, self.quantized_weight
+        scale, zero_point = self.weight_quantizer.qparams(self.transformed_weight())
+        requantized = dequantize(quantize(cached, scale, zero_point, spec), scale, zero_point, spec)
+        step = dequantize(torch.ones_like(cached), scale, torch.zeros_like(zero_point), spec)
+        return float(((requantized - cached).abs() / step).max()) if cached.numel() else 0.0
 
     @torch.no_grad()
     def refresh(self) -> None:

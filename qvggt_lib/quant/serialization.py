@@ -22,15 +22,18 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from ..model import VGGT, VGGTConfig, load_model
-from ..model.checkpoint import CheckpointError, read_state_dict
+from ..model.checkpoint import CheckpointError, read_metadata, read_state_dict
 from .api import CONFIGS, QuantConfig, QuantReport, convert_layers, layer_plans, layer_seed
+from .linear import QuantLinear
 
 FORMAT = "qvggt-quantized"
+# requantizing a stored weight moves it by ~1e-5 steps (the scale recomputed on another CPU moves
+# by an ulp); weights made at other bits sit tenths of a step off the grid
+GRID_TOLERANCE = 1e-3
 FORMAT_VERSION = "1"
 CONFIG_TYPES = {cls.__name__: cls for cls in CONFIGS.values()}
 
@@ -82,7 +85,7 @@ def load_quantized(path, device=None) -> VGGT:
     state, metadata = read_state_dict(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a quantized checkpoint (format "
-                              f"{metadata.get('format')!r}); use load_model or load_any")
+                              f"{metadata.get('format')!r}); load_any reads every kind")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {metadata.get('format_version')!r}; "
                               f"this library reads version {FORMAT_VERSION}")
@@ -97,6 +100,15 @@ def load_quantized(path, device=None) -> VGGT:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not fit its own configuration: {exc}") from exc
+    off_grid = {name: error for name, layer in model.named_modules() if isinstance(layer, QuantLinear)
+                and (error := layer.weight_grid_error()) > GRID_TOLERANCE}
+    if off_grid:
+        name, error = max(off_grid.items(), key=lambda item: item[1])
+        raise CheckpointError(
+            f"{path}: the weights of {len(off_grid)} layer(s) are not on the {config.bits} grid their "
+            f"metadata describes (worst: {name}, {error:.2f} steps off); the metadata was edited or "
+            "does not belong to these tensors: quantize the model again"
+        )
     model.eval()
     model.quant_config = config
     report = json.loads(metadata.get("report", "null"))
@@ -104,20 +116,14 @@ def load_quantized(path, device=None) -> VGGT:
     return model.to(device) if device is not None else model
 
 
-def is_quantized_checkpoint(path) -> bool:
-    """True for a file written by save_quantized (reads only the safetensors header)."""
-    path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
-        return False
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except (SafetensorError, OSError):  # unreadable: the loader raises the detailed error
-        return False
-
-
 def load_any(path, device=None) -> VGGT:
-    """A float checkpoint (save_checkpoint) or a quantized one (save_quantized), by its metadata."""
-    if is_quantized_checkpoint(path):
+    """A float (save_checkpoint), quantized (save_quantized) or deployed (save_deployed) checkpoint,
+    told apart by the format in its metadata."""
+    fmt = read_metadata(path).get("format")
+    if fmt == FORMAT:
         return load_quantized(path, device=device)
+    if fmt == "qvggt-deployed":
+        from ..deploy import load_deployed  # the deploy layer sits above this one
+
+        return load_deployed(path, device=device)
     return load_model(path, device=device)
