@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -48,8 +50,6 @@ def cmd_train(args) -> int:
 def _load_for_eval(args):
     """The model to evaluate and its row label: ``--checkpoint`` (a save_checkpoint or a
     save_quantized file, told apart by its metadata) wins over ``--model`` (a shipped name)."""
-    from pathlib import Path
-
     from .model import CheckpointError, load_pretrained
     from .quant.serialization import load_any
 
@@ -66,8 +66,6 @@ def _load_for_eval(args):
 
 def _load_float(args):
     """The float model to quantize: ``--checkpoint`` (save_checkpoint file) or ``--model``."""
-    from pathlib import Path
-
     from .model import CheckpointError, load_model, load_pretrained
 
     try:
@@ -155,16 +153,18 @@ def _add_quant_arguments(parser) -> None:
                         help="a float model written by save_checkpoint (overrides --model)")
     parser.add_argument("--calib", default="nfds",  # checked by quant.sampling (no sklearn here)
                         help="calibration pick: random, filtered, clustered or nfds (default)")
-    parser.add_argument("--calib-size", dest="calib_size", type=int, default=40)
-    parser.add_argument("--calib-pool", dest="calib_pool", type=int, default=400,
+    parser.add_argument("--calib-size", dest="calib_size", type=POSITIVE, default=40,
+                        help="calibration scenes to pick")
+    parser.add_argument("--calib-pool", dest="calib_pool", type=POSITIVE, default=400,
                         help="candidate calib-split scenes to pick from")
-    parser.add_argument("--calib-frames", dest="calib_frames", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--calib-frames", dest="calib_frames", type=POSITIVE, default=8,
+                        help="frames per calibration scene")
+    parser.add_argument("--seed", type=NON_NEGATIVE, default=0,
                         help="seeds the calibration pick and the Hadamard rotations")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=NON_NEGATIVE, default=None,
                         help="QuantVGGT block-calibration epochs (default: QuantVGGTConfig's)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-progress", dest="no_progress", action="store_true")
+    parser.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
+    parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
 
 
 def cmd_eval(args) -> int:
@@ -184,86 +184,169 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qvggt", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: ...`` on stderr and exit code 2."""
 
-    demo = sub.add_parser("demo", help="forward pass on a synthetic input: output shapes and timing")
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+
+
+def check_output_file(path, option: str) -> Path:
+    """Fail before any work if ``path`` cannot be written: a directory, or a folder we may not write."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a directory; give a file name, e.g. {path / 'out.safetensors'}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{option} {path} exists and is not writable; choose another path")
+        return path
+    parent = path.parent
+    while not parent.exists():  # the first existing folder above: the missing ones get created
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot create files under {parent}; choose a writable folder")
+    return path
+
+
+def check_output_dir(path, option: str) -> Path:
+    """Fail before any work if ``path`` cannot become a folder we write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file, not a folder; choose a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write under {existing}; choose a writable folder")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qvggt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    defaults = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+
+    demo = sub.add_parser("demo", help="forward pass on a synthetic input: output shapes and timing", **defaults)
     demo.add_argument("--model", default="tiny", help="config name: tiny or vggt-1b")
-    demo.add_argument("--frames", type=int, default=8)
-    demo.add_argument("--image-size", type=int, default=None)
-    demo.add_argument("--repeats", type=int, default=3)
-    demo.add_argument("--threads", type=int, default=2)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--frames", type=POSITIVE, default=8, help="frames (views) of the synthetic scene")
+    demo.add_argument("--image-size", type=POSITIVE, default=None,
+                      help="square image side in pixels, a multiple of 14 (default: the model's img_size)")
+    demo.add_argument("--repeats", type=POSITIVE, default=3, help="timed forward passes after one warm-up")
+    demo.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
+    demo.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seeds the random weights and images")
     demo.set_defaults(func=cmd_demo)
 
-    tr = sub.add_parser("train", help="train a model on rendered scenes (resumable)")
-    tr.add_argument("--config", default="tiny")
-    tr.add_argument("--steps", type=int)
-    tr.add_argument("--frames-per-step", dest="frames_per_step", type=int)
-    tr.add_argument("--min-frames", dest="min_frames", type=int)
-    tr.add_argument("--max-frames", dest="max_frames", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--warmup-steps", dest="warmup_steps", type=int)
-    tr.add_argument("--decay-fraction", dest="decay_fraction", type=float)
-    tr.add_argument("--seed", type=int)
+    tr = sub.add_parser("train", help="train a model on rendered scenes (resumable); options left out take "
+                                      "TrainConfig's defaults", **defaults)
+    tr.add_argument("--config", default="tiny", help="model configuration: tiny or vggt-1b")
+    tr.add_argument("--steps", type=POSITIVE, help="optimizer steps in all")
+    tr.add_argument("--frames-per-step", dest="frames_per_step", type=POSITIVE, help="frames in one batch")
+    tr.add_argument("--min-frames", dest="min_frames", type=POSITIVE, help="fewest frames per scene")
+    tr.add_argument("--max-frames", dest="max_frames", type=POSITIVE, help="most frames per scene")
+    tr.add_argument("--lr", type=float, help="peak learning rate")
+    tr.add_argument("--warmup-steps", dest="warmup_steps", type=NON_NEGATIVE, help="linear warm-up steps")
+    tr.add_argument("--decay-fraction", dest="decay_fraction", type=float,
+                    help="fraction of the steps spent decaying the learning rate to 0")
+    tr.add_argument("--seed", type=NON_NEGATIVE, help="seeds the weights and the scene order")
     tr.add_argument("--init-values", dest="init_values", type=float, help="LayerScale init (model config)")
-    tr.add_argument("--camera-weight", dest="camera_weight", type=float)
-    tr.add_argument("--arc-start-deg", dest="arc_start_deg", type=float)
-    tr.add_argument("--arc-end-deg", dest="arc_end_deg", type=float)
-    tr.add_argument("--arc-ramp-start", dest="arc_ramp_start", type=int)
-    tr.add_argument("--arc-ramp-end", dest="arc_ramp_end", type=int)
-    tr.add_argument("--out-dir", dest="out_dir")
-    tr.add_argument("--threads", type=int)
+    tr.add_argument("--camera-weight", dest="camera_weight", type=float, help="weight of the camera loss")
+    tr.add_argument("--arc-start-deg", dest="arc_start_deg", type=float, help="camera arc at the start (degrees)")
+    tr.add_argument("--arc-end-deg", dest="arc_end_deg", type=float, help="camera arc at the end (degrees)")
+    tr.add_argument("--arc-ramp-start", dest="arc_ramp_start", type=NON_NEGATIVE, help="step the arc starts growing")
+    tr.add_argument("--arc-ramp-end", dest="arc_ramp_end", type=NON_NEGATIVE, help="step the arc reaches its end")
+    tr.add_argument("--out-dir", dest="out_dir", help="folder for checkpoints and logs")
+    tr.add_argument("--threads", type=POSITIVE, help="CPU threads for torch")
     tr.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="pose / depth / point metrics on rendered test scenes, with baselines")
+    ev = sub.add_parser("eval", help="pose / depth / point metrics on rendered test scenes, with baselines",
+                        **defaults)
     ev.add_argument("--model", default="tiny", help="shipped pretrained name (tiny)")
     ev.add_argument("--checkpoint", default=None, help="a file written by save_checkpoint (overrides --model)")
-    ev.add_argument("--scenes", type=int, default=32)
-    ev.add_argument("--frames", type=int, default=8)
-    ev.add_argument("--seed", type=int, default=0,
+    ev.add_argument("--scenes", type=POSITIVE, default=32, help="rendered scenes to evaluate on")
+    ev.add_argument("--frames", type=POSITIVE, default=8, help="frames (views) per scene")
+    ev.add_argument("--seed", type=NON_NEGATIVE, default=0,
                     help="first scene index; scenes seed..seed+scenes-1 (multiples of --scenes are disjoint)")
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--image-size", dest="image_size", type=int, default=None,
+    ev.add_argument("--split", default="test", help="rendered split: train, val, test or calib")
+    ev.add_argument("--image-size", dest="image_size", type=POSITIVE, default=None,
                     help="default: the model's img_size")
     ev.add_argument("--json", default=None, help="also write the results to this JSON file")
-    ev.add_argument("--threads", type=int, default=2)
-    ev.add_argument("--no-baselines", dest="no_baselines", action="store_true")
-    ev.add_argument("--no-progress", dest="no_progress", action="store_true")
+    ev.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
+    ev.add_argument("--no-baselines", dest="no_baselines", action="store_true",
+                    help="skip the trivial baselines' rows")
+    ev.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
 
     from .quant.api import BITS, METHODS
 
     qu = sub.add_parser("quantize", help="quantize a float model (rtn, smoothquant, gptq, quarot, "
-                                         "quantvggt) and save it")
+                                         "quantvggt) and save it", **defaults)
     _add_quant_arguments(qu)
     qu.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     qu.add_argument("--bits", default="w4a4", help=f"one of {', '.join(BITS)}")
     qu.add_argument("--out", required=True, help="output .safetensors file")
     qu.set_defaults(func=cmd_quantize)
 
-    tb = sub.add_parser("table", help="FP vs methods x bits on the same test scenes (Table 1)")
+    tb = sub.add_parser("table", help="FP vs methods x bits on the same test scenes (Table 1)", **defaults)
     _add_quant_arguments(tb)
-    tb.add_argument("--methods", nargs="+", default=list(METHODS))
-    tb.add_argument("--bits", nargs="+", default=list(BITS))
-    tb.add_argument("--scenes", type=int, default=32)
-    tb.add_argument("--frames", type=int, default=8)
-    tb.add_argument("--eval-seed", dest="eval_seed", type=int, default=0,
+    tb.add_argument("--methods", nargs="+", default=list(METHODS), help="methods, one row each per bits")
+    tb.add_argument("--bits", nargs="+", default=list(BITS), help="bit widths (wXaY)")
+    tb.add_argument("--scenes", type=POSITIVE, default=32, help="rendered test scenes")
+    tb.add_argument("--frames", type=POSITIVE, default=8, help="frames (views) per scene")
+    tb.add_argument("--eval-seed", dest="eval_seed", type=NON_NEGATIVE, default=0,
                     help="first test scene index")
     tb.add_argument("--json", default=None, help="also write the rows to this JSON file")
     tb.set_defaults(func=cmd_table)
     return parser
 
 
+OUTPUT_OPTIONS = {"out": "--out", "json": "--json"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand. Every expected failure ends in one line, ``error: ...``, and exit code 2;
+    output paths are checked before any work. Set QVGGT_TRACEBACK=1 to see tracebacks."""
+    from .model import CheckpointError
+
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one line (or --help)
+        return exc.code
+    try:
+        for dest, option in OUTPUT_OPTIONS.items():
+            if getattr(args, dest, None) is not None:
+                check_output_file(getattr(args, dest), option)
+        if getattr(args, "out_dir", None) is not None:
+            check_output_dir(args.out_dir, "--out-dir")
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, CheckpointError, OSError) as exc:
+        if os.environ.get("QVGGT_TRACEBACK"):
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not a bad input: still one line, and how to see more
+        if os.environ.get("QVGGT_TRACEBACK"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
+              "(please report it; QVGGT_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
