@@ -1,7 +1,8 @@
 """Image loading with VGGT's official preprocessing (``vggt.utils.load_fn.load_and_preprocess_images``).
 
 crop mode: width -> size, height -> round(h * (size / w) / 14) * 14, bicubic resize,
-           centre-crop the height to ``size`` if larger.
+           centre-crop the height to ``size`` if larger (for images more than twice as tall
+           as that, only the kept band is resampled, so memory stays bounded by the output).
 pad mode:  longer side -> size, the other rounded to a multiple of 14, then padded
            with white (1.0) to size x size.
 RGBA is composited onto white; 16-bit greyscale is mapped to 8 bits (v / 257) before
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 PATCH = 14
+BAND_FACTOR = 2  # crop mode resamples only the kept band when the resized height exceeds this x size
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey PNGs open as I;16 or I
 
 
@@ -93,10 +95,18 @@ def load_and_preprocess_images(paths, mode: str = "crop", size: int = 518) -> to
                 f"Image {_describe(source)} ({w}x{h}) is too elongated: at size {size} its short side "
                 f"rounds to 0 patches; crop it closer to square first"
             )
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        top = (new_h - size) // 2
+        if mode == "crop" and new_h > BAND_FACTOR * size:
+            # A tall, narrow image: resample only the rows the centre crop keeps (PIL's box), so
+            # memory follows the output, not new_h x size (a 5x2000 image at 518 would otherwise
+            # allocate about 1.3 GB). The filter positions match the full resize up to float
+            # rounding: on photo-like content within 2 levels of 255 (tests/test_bad_inputs.py).
+            scale = h / new_h
+            img = img.resize((new_w, size), Image.Resampling.BICUBIC, box=(0, top * scale, w, (top + size) * scale))
+        else:
+            img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
         tensor = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        if mode == "crop" and new_h > size:
-            top = (new_h - size) // 2
+        if mode == "crop" and tensor.shape[1] > size:
             tensor = tensor[:, top : top + size]
         if mode == "pad":
             tensor = _pad_white(tensor, size, size)
