@@ -105,11 +105,24 @@ def cmd_quantize(args) -> int:
     config = make_config(args.method, args.bits, seed=args.seed, **_method_options(args))
     model = _load_float(args)
     calibration = _calibration(args, model, [config])
+    # QuantVGGT's block calibration can take hours on VGGT-1B: record each block beside the output
+    resume = Path(f"{args.out}.calibration-progress") if config.method == "quantvggt" else None
+    if resume is not None and resume.exists():
+        print(f"resuming the block calibration from {resume}")
     tic = time.perf_counter()
-    q_model = quantize(model, config, calibration=calibration, progress=not args.no_progress)
+    try:
+        q_model = quantize(model, config, calibration=calibration, progress=not args.no_progress,
+                           **({} if resume is None else {"resume_file": resume}))
+    except KeyboardInterrupt:
+        if resume is not None and resume.exists():
+            raise KeyboardInterrupt(f"the finished blocks are kept in {resume}: run the same command "
+                                    "again to resume") from None
+        raise
     print(f"quantized in {time.perf_counter() - tic:.1f}s")
     print(q_model.quant_report.summary())
     print(f"wrote {save_quantized(q_model, args.out)}")
+    if resume is not None:
+        resume.unlink(missing_ok=True)
     return 0
 
 
@@ -341,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"interrupted{'; ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 130
     except Exception as exc:  # a bug, not a bad input: still one line, and how to see more
         if os.environ.get("QVGGT_TRACEBACK"):
             raise

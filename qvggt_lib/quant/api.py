@@ -580,7 +580,7 @@ def _gptq(config, fp_model, q_model, plans, scenes, progress, seconds):
 
 
 @register_handler(QuantVGGTConfig)
-def _quantvggt(config, fp_model, q_model, plans, scenes, progress, seconds):
+def _quantvggt(config, fp_model, q_model, plans, scenes, progress, seconds, resume_file=None):
     tic = time.perf_counter()
     smooth = _initial_smoothing(q_model, config, plans, scenes, progress) if config.smooth else {}
     seconds["statistics"] = time.perf_counter() - tic
@@ -589,13 +589,13 @@ def _quantvggt(config, fp_model, q_model, plans, scenes, progress, seconds):
         return []
     tic = time.perf_counter()
     records = calibrate_blockwise(fp_model, q_model, scenes, config.epochs, config.lr_smooth,
-                                  config.lr_clip, config.input_from, config.seed, progress)
+                                  config.lr_clip, config.input_from, config.seed, progress, resume_file)
     seconds["block_calibration"] = time.perf_counter() - tic
     return records
 
 
 def quantize(model: nn.Module, method, bits: str | None = None, calibration=None,
-             progress: bool = True, **options) -> nn.Module:
+             progress: bool = True, resume_file=None, **options) -> nn.Module:
     """A quantized copy of ``model`` (which is left untouched).
 
     Args:
@@ -603,6 +603,9 @@ def quantize(model: nn.Module, method, bits: str | None = None, calibration=None
         method: a config instance, or a name in METHODS with ``bits`` and ``options`` forwarded
             to its config (e.g. quantize(m, "quantvggt", bits="w4a4", epochs=15)).
         calibration: list of scenes [S, 3, H, W] in [0, 1]; required by every method but RTN.
+        resume_file: QuantVGGT only: a side file that records each calibrated block, so that
+            an interrupted run given the same file resumes after the last finished block
+            (calibration.CalibrationProgress); delete it once the result is saved.
     Returns:
         A VGGT in eval mode whose target linears are QuantLinear, with attributes
         ``quant_config`` (the config) and ``quant_report`` (a QuantReport). Keep it in eval
@@ -610,6 +613,8 @@ def quantize(model: nn.Module, method, bits: str | None = None, calibration=None
         would discard GPTQ's.
     """
     config = make_config(method, bits, **options)
+    if resume_file is not None and not isinstance(config, QuantVGGTConfig):
+        raise ValueError(f"resume_file applies to QuantVGGT's block calibration, not to {config.method!r}")
     linears = quantizable_linears(model, config.scopes)
     for name, linear in linears.items():
         if not isinstance(linear, nn.Linear):  # a value error: the model, not its type, is wrong
@@ -630,7 +635,8 @@ def quantize(model: nn.Module, method, bits: str | None = None, calibration=None
     q_model = copy.deepcopy(model).eval()
     plans = layer_plans(q_model, config)
     seconds: dict = {}
-    records = _HANDLERS[type(config)](config, model, q_model, plans, scenes, progress, seconds)
+    extra = {} if resume_file is None else {"resume_file": resume_file}
+    records = _HANDLERS[type(config)](config, model, q_model, plans, scenes, progress, seconds, **extra)
     q_model.eval()
     per_layer = seconds.pop("gptq_per_layer", {})
     block_seconds = {r.name: r.seconds for r in records}

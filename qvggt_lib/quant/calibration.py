@@ -24,12 +24,18 @@ targets still from the FP chain.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -407,6 +413,54 @@ def calibrate_block(
     return total
 
 
+def run_fingerprint(q_model: nn.Module, scenes: list[Tensor], settings: dict) -> str:
+    """SHA-256 of everything a block calibration depends on: the settings, the calibration
+    scenes and the quantized model's state before calibration (weights, rotations, initial s)."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    tensors = [("scene", scene) for scene in scenes] + list(q_model.state_dict().items())
+    for name, tensor in tensors:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class CalibrationProgress:
+    """A side file that lets an interrupted block calibration resume where it stopped.
+
+    After each block it holds that block's learned smoothing vectors and clip logits, and the
+    BlockCalibration records so far, under the run's fingerprint (``run_fingerprint``); it is
+    rewritten atomically, so an interruption at any moment leaves the last finished block.
+    """
+
+    def __init__(self, path, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+        self.values: dict[str, list[Tensor]] = {}
+        self.records: list[BlockCalibration] = []
+        if self.path.exists():
+            with safe_open(str(self.path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                if metadata.get("fingerprint") != fingerprint:
+                    raise ValueError(
+                        f"calibration progress file {self.path} belongs to another run (other model, "
+                        "calibration scenes or settings); delete it to start over, or resume with the "
+                        "same inputs")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+            self.records = [BlockCalibration(**r) for r in json.loads(metadata["records"])]
+            for record in self.records:
+                count = sum(k.startswith(record.name + "/") for k in tensors)
+                self.values[record.name] = [tensors[f"{record.name}/{i}"] for i in range(count)]
+
+    def save(self, name: str, values: list[Tensor], record: BlockCalibration) -> None:
+        self.values[name] = [v.detach().cpu().clone() for v in values]
+        self.records.append(record)
+        tensors = {f"{block}/{i}": v for block, vs in self.values.items() for i, v in enumerate(vs)}
+        metadata = {"fingerprint": self.fingerprint, "records": json.dumps([asdict(r) for r in self.records])}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".tmp")
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, self.path)  # atomic: the old file or the new one, never half of one
+
+
 def calibrate_blockwise(
     fp_model: nn.Module,
     q_model: nn.Module,
@@ -417,6 +471,7 @@ def calibrate_blockwise(
     input_from: str = "fp",
     seed: int = 0,
     progress: bool = True,
+    resume_file=None,
 ) -> list[BlockCalibration]:
     """Block-wise reconstruction of every quantized block of ``q_model`` (in place).
 
@@ -431,6 +486,9 @@ def calibrate_blockwise(
         input_from: "fp" (reference code: block inputs from the FP model) or "quantized"
             (inputs from q_model, whose earlier blocks are already calibrated).
         seed: shuffling seed (each block adds its index).
+        resume_file: optional path of a CalibrationProgress side file: blocks it already holds
+            are restored instead of trained, and every newly calibrated block is added to it.
+            The caller deletes it once the quantized model is saved.
     Returns:
         One BlockCalibration per calibrated block. q_model ends in eval mode.
     """
@@ -440,6 +498,11 @@ def calibrate_blockwise(
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     scenes = check_calibration(calibration, fp_model)
     q_model.eval()
+    saved = None
+    if resume_file is not None:
+        settings = {"epochs": epochs, "lr_smooth": lr_smooth, "lr_clip": lr_clip, "input_from": input_from,
+                    "seed": seed}
+        saved = CalibrationProgress(resume_file, run_fingerprint(q_model, scenes, settings))
     chains = [c for c in block_chains(q_model, _present_scopes(q_model)) if any(map(_quantized, c))]
     bar = tqdm(total=sum(map(_quantized, (b for c in chains for b in c))), unit="block",
                desc="block calibration", disable=not progress)
@@ -450,7 +513,11 @@ def calibrate_blockwise(
         for name, _, q_block in chain:
             tic = time.perf_counter()
             targets = run_block(fp_model.get_submodule(name), fp_inputs.args)  # FP chain outputs
-            if _quantized((name, None, q_block)):
+            if saved is not None and name in saved.values:  # calibrated before an interruption
+                restore_parameters(q_block, saved.values[name])
+                records.append(saved.records[len(records)])
+                bar.update()
+            elif _quantized((name, None, q_block)):
                 bar.set_postfix_str(name.split(".", 1)[-1])
                 inputs = q_inputs.args
                 before = _mse(run_block(q_block, inputs), targets)
@@ -467,6 +534,8 @@ def calibrate_blockwise(
                     after = before
                 records.append(BlockCalibration(name, len(inputs), steps, time.perf_counter() - tic,
                                                 train_seconds, before, after, restored))
+                if saved is not None:
+                    saved.save(name, [p.detach() for p in smooth + clips], records[-1])
                 bar.update()
             if q_inputs is not fp_inputs:
                 q_inputs.advance(run_block(q_block, q_inputs.args))

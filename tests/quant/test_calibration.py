@@ -205,3 +205,46 @@ def test_a_block_that_calibration_makes_worse_keeps_its_initial_parameters(monke
             other = worse.get_submodule(name)
             for key, value in module.state_dict().items():
                 assert torch.equal(value, other.state_dict()[key]), (name, key)
+
+
+def test_an_interrupted_calibration_resumes_after_the_last_finished_block(tmp_path, monkeypatch):
+    """quantize(resume_file=...) records each calibrated block; a second run with the same file
+    trains only the blocks that were missing and gives the same model, bit for bit."""
+    import qvggt_lib.quant.calibration as calibration_module
+
+    fp, calib = small_model(outliers=True), scenes(2)
+    config = QuantVGGTConfig(bits="w4a4", epochs=1)
+    uninterrupted = quantize(fp, config, calibration=calib, progress=False)
+    progress_file = tmp_path / "run.calibration-progress"
+    real_calibrate_block, calls = calibration_module.calibrate_block, []
+
+    def interrupted_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the third block
+        calls.append(1)
+        return real_calibrate_block(*args, **kwargs)
+
+    monkeypatch.setattr(calibration_module, "calibrate_block", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        quantize(fp, config, calibration=calib, progress=False, resume_file=progress_file)
+    assert progress_file.exists()
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real_calibrate_block(*args, **kwargs)
+
+    monkeypatch.setattr(calibration_module, "calibrate_block", counted)
+    calls.clear()
+    resumed = quantize(fp, config, calibration=calib, progress=False, resume_file=progress_file)
+    assert len(calls) == 2  # 4 blocks: 2 restored from the file, 2 trained now
+    def untimed(report):
+        return [{k: v for k, v in block.items() if "seconds" not in k} for block in report.blocks]
+
+    assert untimed(resumed.quant_report) == untimed(uninterrupted.quant_report)
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    with pytest.raises(ValueError, match="belongs to another run"):  # other settings, same file
+        quantize(fp, QuantVGGTConfig(bits="w4a4", epochs=1, seed=1), calibration=calib, progress=False,
+                 resume_file=progress_file)
+    with pytest.raises(ValueError, match="QuantVGGT"):
+        quantize(fp, "rtn", bits="w4a4", resume_file=progress_file)
