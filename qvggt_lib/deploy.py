@@ -101,7 +101,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from .model import VGGT, VGGTConfig
-from .model.checkpoint import CheckpointError, read_state_dict
+from .model.checkpoint import CheckpointError, check_digest, read_state_dict, with_digest
 from .quant.hadamard import is_power_of_two
 from .quant.linear import QuantLinear
 from .quant.targets import LAYERNORM_FED, set_submodule
@@ -518,13 +518,14 @@ def save_deployed(model: nn.Module, path) -> Path:
         "quant_config": json.dumps(_jsonable(getattr(model, "quant_config", None))),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata=with_digest(metadata))
     return path
 
 
 def load_deployed(path, device=None, backend: str = "auto") -> VGGT:
     """Rebuild a model written by save_deployed (strict load, bit-exact); eval mode."""
     state, metadata = read_state_dict(path)
+    check_digest(path, metadata)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a deployed checkpoint (format "

@@ -246,13 +246,19 @@ def test_cli_reads_a_non_checkpoint_as_a_clear_error(tmp_path, capsys):
 
 # Checkpoint files whose contents contradict themselves, and the one loader for every kind
 # ---------------------------------------------------------------------------------------
-def rewrite(path, out, metadata_change=None, tensor_change=None):
-    """Copy a safetensors file, editing its metadata and/or tensors (a tampered or broken file)."""
+def rewrite(path, out, metadata_change=None, tensor_change=None, keep_digest=False):
+    """Copy a safetensors file, editing its metadata and/or tensors (a tampered or broken file).
+    Without keep_digest the metadata digest is dropped, as in files written before it existed,
+    so the checks behind it are the ones tested."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from qvggt_lib.model.checkpoint import DIGEST_KEY
+
     with safe_open(str(path), framework="pt") as f:
         metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    if not keep_digest:
+        metadata.pop(DIGEST_KEY)
     (metadata_change or (lambda m: None))(metadata)
     (tensor_change or (lambda t: None))(tensors)
     save_file(tensors, str(out), metadata=metadata)
@@ -331,6 +337,17 @@ def test_a_quantized_file_relabelled_to_other_bits_is_refused(saved):
     with pytest.raises(CheckpointError, match="not on the w8a8 grid"):
         load_quantized(path)
     assert load_quantized(saved["quantized"]).quant_config.bits == "w4a4"  # the untouched file loads
+
+
+@pytest.mark.parametrize("kind", ["float", "quantized", "deployed"])
+def test_metadata_edited_after_saving_is_noticed(saved, kind):
+    """rope_freq changes no tensor shape: without the digest such an edit would load silently."""
+    from qvggt_lib.quant import load_any
+
+    path = rewrite(saved[kind], saved["dir"] / f"edited_{kind}.safetensors", keep_digest=True,
+                   metadata_change=edit_config(rope_freq=50.0))
+    with pytest.raises(CheckpointError, match="edited after it was saved"):
+        load_any(path)
 
 
 def test_load_any_reads_every_kind_and_the_float_loader_names_the_right_one(saved):

@@ -6,6 +6,7 @@ Our files store the model configuration as JSON in the safetensors metadata, so
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -54,6 +55,23 @@ def _show(items: list[str]) -> str:
 
 class CheckpointError(RuntimeError):
     """A checkpoint does not fit the model, or cannot be read."""
+
+
+DIGEST_KEY = "metadata_sha256"
+
+
+def with_digest(metadata: dict[str, str]) -> dict[str, str]:
+    """metadata plus the SHA-256 of its other entries, so that an edit made after saving (a field
+    that changes no tensor shape, like rope_freq or the bits label) is noticed when loading."""
+    text = json.dumps({k: v for k, v in metadata.items() if k != DIGEST_KEY}, sort_keys=True)
+    return {**metadata, DIGEST_KEY: hashlib.sha256(text.encode()).hexdigest()}
+
+
+def check_digest(path, metadata: dict[str, str]) -> None:
+    """Raise if the file's metadata was changed after saving (files without a digest pass)."""
+    if DIGEST_KEY in metadata and with_digest(metadata)[DIGEST_KEY] != metadata[DIGEST_KEY]:
+        raise CheckpointError(f"{path}: its metadata was edited after it was saved (the digest does not "
+                              "match); the configuration may not describe the tensors: save the model again")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -159,7 +177,7 @@ def save_checkpoint(model: VGGT, path: str | Path, extra_metadata: dict[str, str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "qvggt", "config": json.dumps(model.config.to_dict())}
-    metadata.update(extra_metadata or {})
+    metadata = with_digest({**metadata, **(extra_metadata or {})})
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(path), metadata=metadata)
     return path
@@ -172,6 +190,7 @@ def load_model(path: str | Path, device=None) -> VGGT:
     if loader is not None:
         raise CheckpointError(f"{path} is a {metadata['format']} checkpoint, not a float one: load it with "
                               f"{loader} (or qvggt_lib.quant.load_any, which reads every kind)")
+    check_digest(path, metadata)
     if "config" not in metadata:
         raise CheckpointError(
             f"{path} has no model configuration in its metadata (it was not written by save_checkpoint); "

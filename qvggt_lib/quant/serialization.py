@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..model import VGGT, VGGTConfig, load_model
-from ..model.checkpoint import CheckpointError, read_metadata, read_state_dict
+from ..model.checkpoint import CheckpointError, check_digest, read_metadata, read_state_dict, with_digest
 from .api import CONFIGS, QuantConfig, QuantReport, convert_layers, layer_plans, layer_seed
 from .linear import QuantLinear
 
@@ -76,13 +76,14 @@ def save_quantized(model: nn.Module, path) -> Path:
         "report": json.dumps(report.to_dict() if report is not None else None),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata=with_digest(metadata))
     return path
 
 
 def load_quantized(path, device=None) -> VGGT:
     """Rebuild and load a model written by save_quantized (strict); eval mode."""
     state, metadata = read_state_dict(path)
+    check_digest(path, metadata)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a quantized checkpoint (format "
                               f"{metadata.get('format')!r}); load_any reads every kind")
