@@ -26,7 +26,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..model import VGGT, VGGTConfig, load_model
-from ..model.checkpoint import CheckpointError, check_digest, read_metadata, read_state_dict, with_digest
+from ..model.checkpoint import (
+    CheckpointError,
+    check_digest,
+    read_metadata,
+    read_state_dict,
+    with_digest,
+)
 from .api import CONFIGS, QuantConfig, QuantReport, convert_layers, layer_plans, layer_seed
 from .linear import QuantLinear
 
