@@ -1,8 +1,8 @@
 """Image loading with VGGT's official preprocessing (``vggt.utils.load_fn.load_and_preprocess_images``).
 
 crop mode: width -> size, height -> round(h * (size / w) / 14) * 14, bicubic resize,
-           centre-crop the height to ``size`` if larger (for images more than twice as tall
-           as that, only the kept band is resampled, so memory stays bounded by the output).
+           centre-crop the height to ``size`` if larger (for images resized to more than 16
+           times that height, only the kept band is resampled: memory stays bounded).
 pad mode:  longer side -> size, the other rounded to a multiple of 14, then padded
            with white (1.0) to size x size.
 RGBA is composited onto white; 16-bit greyscale is mapped to 8 bits (v / 257) before
@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 PATCH = 14
-BAND_FACTOR = 2  # crop mode resamples only the kept band when the resized height exceeds this x size
+# crop mode resamples only the kept band when the resized height exceeds BAND_FACTOR x size: far
+# beyond any photo (a 9:16 portrait is 1.8x), so ordinary images keep upstream's exact pixels
+BAND_FACTOR = 16
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey PNGs open as I;16 or I
 
 
@@ -100,7 +102,7 @@ def load_and_preprocess_images(paths, mode: str = "crop", size: int = 518) -> to
             # A tall, narrow image: resample only the rows the centre crop keeps (PIL's box), so
             # memory follows the output, not new_h x size (a 5x2000 image at 518 would otherwise
             # allocate about 1.3 GB). The filter positions match the full resize up to float
-            # rounding: on photo-like content within 2 levels of 255 (tests/test_bad_inputs.py).
+            # rounding: on smooth content within a level or two of 255 (tests/test_bad_inputs.py).
             scale = h / new_h
             img = img.resize((new_w, size), Image.Resampling.BICUBIC, box=(0, top * scale, w, (top + size) * scale))
         else:
