@@ -65,7 +65,7 @@ class VGGT(nn.Module):
         if images.device.type != "meta":
             finite = torch.isfinite(images).flatten(2).all(-1)  # [B, S]
             if not bool(finite.all()):
-                bad = [(b, s) for b, s in (~finite).nonzero().tolist()]
+                bad = (~finite).nonzero().tolist()  # [[scene, frame], ...]
                 where = ", ".join(f"frame {s}" if images.shape[0] == 1 else f"scene {b} frame {s}" for b, s in bad[:8])
                 more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
                 raise ValueError(
