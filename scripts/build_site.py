@@ -20,7 +20,7 @@ import jupyter_server_mathjax
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = {  # page -> source, in the order of the "Background and results" section
+DOCS = {  # page -> source, first in the "Background and results" section
     "docs/results": "docs/results.md",
     "docs/results-notes": "docs/results-notes.md",
     "docs/benchmarks": "docs/benchmarks.md",
@@ -55,10 +55,13 @@ def stage(src: Path) -> list[str]:
         nb = nbformat.read(path, as_version=4)
         nb.cells.insert(1, nbformat.v4.new_markdown_cell(run_box(path.name, times.get(path.name))))
         nbformat.write(nb, src / "notebooks" / path.name)
-    for page, source in DOCS.items():
+    docs = dict(DOCS)  # then every other page in docs/ (a glossary, background notes), by name
+    docs.update({f"docs/{p.stem}": f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md"))
+                 if f"docs/{p.stem}" not in docs})
+    for page, source in docs.items():
         shutil.copy(ROOT / source, src / f"{page}.md")
     toctrees = [("The course", [f"notebooks/{p.stem}" for p in notebooks]),
-                ("Background and results", list(DOCS))]
+                ("Background and results", list(docs))]
     index = (ROOT / "README.md").read_text()
     for caption, pages in toctrees:
         index += f"\n```{{toctree}}\n:caption: {caption}\n:hidden:\n\n" + "\n".join(pages) + "\n```\n"
