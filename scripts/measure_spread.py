@@ -28,7 +28,11 @@ def quantities() -> dict[str, list[float]]:
     from qvggt_lib.quant import QuantVGGTConfig, make_config, quantize
     from qvggt_lib.quant.sampling import candidate_pool, collect_candidate_features, noise_scores
     from qvggt_lib.rotation_analysis import record_inputs
-    from qvggt_lib.smoothing_analysis import prediction_errors, smoothed_layer_errors, smoothed_layers
+    from qvggt_lib.smoothing_analysis import (
+        prediction_errors,
+        smoothed_layer_errors,
+        smoothed_layers,
+    )
 
     torch.set_grad_enabled(False)
     seed_everything(0)
