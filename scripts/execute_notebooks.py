@@ -38,8 +38,11 @@ def main(argv: list[str]) -> int:
         record["seconds"][path.name] = round(seconds)
         print(f"{path.name}: {seconds:.0f} s", flush=True)
     isa = os.environ.get("ATEN_CPU_CAPABILITY", "native")
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.exists() else []
     record.update({
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, instruction set {isa}, "
+        "machine": f"{models[0] if models else platform.machine()}, {os.cpu_count()} cores, instruction set {isa}, "
                    f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch {torch.__version__}",
         "date": datetime.date.today().isoformat(),
         "what": "wall time of executing the notebook (kernel start included)",
