@@ -221,20 +221,24 @@ def _int_at_least(low: int):
 POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
 
 
+def _check_creatable(path: Path, option: str) -> None:
+    """The first existing folder at or above ``path`` must be writable (the rest get created)."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot create files under {existing}; choose a writable folder")
+
+
 def check_output_file(path, option: str) -> Path:
     """Fail before any work if ``path`` cannot be written: a directory, or a folder we may not write."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path} is a directory; give a file name, e.g. {path / 'out.safetensors'}")
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            raise ValueError(f"{option} {path} exists and is not writable; choose another path")
-        return path
-    parent = path.parent
-    while not parent.exists():  # the first existing folder above: the missing ones get created
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: cannot create files under {parent}; choose a writable folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path} exists and is not writable; choose another path")
+    if not path.exists():
+        _check_creatable(path.parent, option)
     return path
 
 
@@ -243,11 +247,7 @@ def check_output_dir(path, option: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path} is a file, not a folder; choose a folder path")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: cannot write under {existing}; choose a writable folder")
+    _check_creatable(path, option)
     return path
 
 

@@ -369,8 +369,9 @@ def _check_convertible(layer: QuantLinear, smoothing_folded: bool) -> dict:
         )
     signs = None if rotation is None else rotation.signs.detach().float()
     s = None if smooth is None else smooth.detach().float()
-    if s is not None and not bool((torch.isfinite(s) & (s != 0)).all()):
-        bad = int((~(torch.isfinite(s) & (s != 0))).sum())
+    usable = None if s is None else torch.isfinite(s) & (s != 0)
+    if usable is not None and not bool(usable.all()):
+        bad = int((~usable).sum())
         raise ValueError(
             f"{bad} smoothing factor(s) of this layer are zero, NaN or Inf; every activation row "
             "would come out NaN. Re-run the calibration on finite images (a NaN image poisons "

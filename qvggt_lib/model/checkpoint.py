@@ -96,11 +96,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a ``.safetensors`` or a ``torch.save``-d plain state dict (``.pt``/``.pth``)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path (official VGGT-1B: model.pt)")
+    metadata = read_metadata(path)  # also checks that the file exists and its header reads
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path)), read_metadata(path)
+            return load_file(str(path)), metadata
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(

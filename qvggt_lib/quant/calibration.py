@@ -434,8 +434,8 @@ class CalibrationProgress:
 
     def __init__(self, path, fingerprint: str):
         self.path, self.fingerprint = Path(path), fingerprint
-        self.values: dict[str, list[Tensor]] = {}
-        self.records: list[BlockCalibration] = []
+        self.values: dict[str, list[Tensor]] = {}  # block name -> learned s and clip logits
+        self.records: dict[str, BlockCalibration] = {}
         if self.path.exists():
             with safe_open(str(self.path), framework="pt") as f:
                 metadata = f.metadata() or {}
@@ -445,16 +445,17 @@ class CalibrationProgress:
                         "calibration scenes or settings); delete it to start over, or resume with the "
                         "same inputs")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-            self.records = [BlockCalibration(**r) for r in json.loads(metadata["records"])]
-            for record in self.records:
-                count = sum(k.startswith(record.name + "/") for k in tensors)
-                self.values[record.name] = [tensors[f"{record.name}/{i}"] for i in range(count)]
+            self.records = {r["name"]: BlockCalibration(**r) for r in json.loads(metadata["records"])}
+            for name in self.records:
+                count = sum(k.startswith(name + "/") for k in tensors)
+                self.values[name] = [tensors[f"{name}/{i}"] for i in range(count)]
 
     def save(self, name: str, values: list[Tensor], record: BlockCalibration) -> None:
         self.values[name] = [v.detach().cpu().clone() for v in values]
-        self.records.append(record)
+        self.records[name] = record
         tensors = {f"{block}/{i}": v for block, vs in self.values.items() for i, v in enumerate(vs)}
-        metadata = {"fingerprint": self.fingerprint, "records": json.dumps([asdict(r) for r in self.records])}
+        metadata = {"fingerprint": self.fingerprint,
+                    "records": json.dumps([asdict(r) for r in self.records.values()])}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".tmp")
         save_file(tensors, str(partial), metadata=metadata)
@@ -515,7 +516,7 @@ def calibrate_blockwise(
             targets = run_block(fp_model.get_submodule(name), fp_inputs.args)  # FP chain outputs
             if saved is not None and name in saved.values:  # calibrated before an interruption
                 restore_parameters(q_block, saved.values[name])
-                records.append(saved.records[len(records)])
+                records.append(saved.records[name])
                 bar.update()
             elif _quantized((name, None, q_block)):
                 bar.set_postfix_str(name.split(".", 1)[-1])

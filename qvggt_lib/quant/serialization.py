@@ -129,8 +129,8 @@ def load_any(path, device=None) -> VGGT:
     fmt = read_metadata(path).get("format")
     if fmt == FORMAT:
         return load_quantized(path, device=device)
-    if fmt == "qvggt-deployed":
-        from ..deploy import load_deployed  # the deploy layer sits above this one
+    from .. import deploy  # the deploy layer sits above this one
 
-        return load_deployed(path, device=device)
+    if fmt == deploy.FORMAT:
+        return deploy.load_deployed(path, device=device)
     return load_model(path, device=device)
