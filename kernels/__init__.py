@@ -1,15 +1,19 @@
 """qvggt_kernels: Triton kernels for W4A4 / W8A8 inference of VGGT on Hopper.
 
-Each module is a lesson (docstring with the math and a cost estimate, the kernel, a
+Each kernel module is a lesson (docstring with the math and a cost estimate, the kernel, a
 wrapper, a pure-torch ``*_reference`` and ``get_autotune_configs()``):
 
 * ``pack``      -- ``pack_int4`` / ``unpack_int4``: two signed nibbles per byte.
 * ``fwht``      -- ``fwht``: orthonormal fast Walsh-Hadamard transform.
 * ``act_quant`` -- ``quantize_per_token``: per-token quantization, optional fused rotation.
 * ``gemm``      -- ``w4a4_matmul`` / ``w8a8_matmul``: int8 tensor-core GEMMs, int32 accumulation.
-* ``bench``     -- ``python -m qvggt_kernels.bench``: per-GEMM benchmark at VGGT-1B shapes.
 
-Every public function takes ``backend="auto" | "triton" | "torch"``. ``auto`` runs Triton
+Benchmarking:
+
+* ``bench``     -- ``python -m qvggt_kernels.bench``: per-GEMM benchmark at VGGT-1B shapes.
+* ``timing``    -- ``measure`` / ``median_ms``: the benchmarks' timing (median ms, peak memory).
+
+Every kernel wrapper takes ``backend="auto" | "triton" | "torch"``. ``auto`` runs Triton
 when a tensor is on CUDA or ``TRITON_INTERPRET=1`` is set, and the torch reference
 otherwise. ``backend="triton"`` on CPU tensors uses Triton's interpreter.
 

@@ -1,4 +1,5 @@
-r"""
+r"""``quantize_per_token``: per-token int quantization, optional fused FWHT; kernel, reference.
+
 Per-token activation quantization, with an optional fused Hadamard rotation
 ===========================================================================
 
@@ -45,7 +46,11 @@ Rounding without libdevice
 exact arithmetic instead: ``f = floor(v)``, ``d = v - f`` (exact for ``|v| < 2^23``) and
 ``round(v) = f + [d > 1/2] + [d = 1/2] * (f mod 2)``. Divisions use ``div_rn`` (IEEE
 rounding; Triton's ``/`` on GPU is an approximate division) so the kernel reproduces
-``torch`` bit for bit when ``hadamard=False``.
+``torch`` bit for bit when ``hadamard=False``. With ``hadamard=True`` it does not: the
+kernel's FWHT (radix-R ``tl.dot`` stages, see ``fwht.py``) sums in another order than the
+reference's butterflies, so the scales agree to rounding error, not bit for bit, and a code
+can differ by one step where ``y / scale`` lies within that error of a ``.5`` tie (rare; the
+tests allow 1e-5 relative on scales and one step on codes).
 
 Cost (per row, bf16 input, K = 4096)
 ------------------------------------
@@ -194,7 +199,8 @@ def quantize_per_token_reference(
     clip: float | None = None,
     pre_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pure-torch twin of the kernel: same math, same order of fp32 operations."""
+    """Pure-torch twin of the kernel: same math, same order of fp32 operations, except the FWHT
+    (``hadamard=True``), which sums in another order than the kernel's (module docstring)."""
     k = x.shape[-1]
     y = x.reshape(-1, k).to(torch.float32)
     if pre_scale is not None:
@@ -238,7 +244,9 @@ def quantize_per_token(
     Args:
         x: ``[..., K]`` fp32/fp16/bf16, contiguous; leading dims are flattened to ``M``.
         bits: 2..8 (4 for W4A4, 8 for W8A8).
-        hadamard: apply the orthonormal FWHT along K first (K must be a power of two).
+        hadamard: apply the orthonormal FWHT along K first (K must be a power of two). The
+            two backends then agree to rounding error, not bit for bit: a code can differ by
+            one step near a rounding tie (module docstring).
         smooth: optional fp32 ``[K]``; the (rotated) row is divided by it. Entries should be
             finite and non-zero (negative values are allowed); a zero or non-finite entry makes
             every row non-finite (see below). Not checked here: that would cost a device sync

@@ -20,10 +20,13 @@ What is measured
   per element + 4 bytes of scale per row), against a device-to-device copy ``y.copy_(x)``
   (read 2 + write 2 bytes per element).
 
-Timings use ``triton.testing.do_bench`` (warm-up, then the median of repeated runs; the
-first call, which also autotunes, happens before timing). The end-to-end model benchmark
-lives elsewhere. With ``--smoke`` the timings are wall-clock of single interpreter runs and
-mean nothing; the script then checks every Triton result against its torch reference.
+Timings use ``qvggt_kernels.timing``: on the GPU the median of ``GPU_ITERS`` calls after
+``GPU_WARMUP`` untimed ones (the first of which autotunes), each call between CUDA events,
+with a 256 MiB buffer zeroed before each timed call (``timing.l2_flush``: inputs come from
+device memory, not L2, and the launch can overlap the zeroing), as ``triton.testing.do_bench``
+does. The end-to-end model benchmark lives elsewhere. With ``--smoke`` the timings are
+wall-clock of single interpreter runs and mean nothing; the script then checks every Triton
+result against its torch reference.
 """
 
 from __future__ import annotations
@@ -31,14 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 
 from .act_quant import quantize_per_token, quantize_per_token_reference
 from .gemm import w4a4_matmul, w4a4_matmul_reference, w8a8_matmul, w8a8_matmul_reference
 from .pack import pack_int4
+from .timing import l2_flush, median_ms
 
 TOKENS_PER_FRAME = 1374
 FRAMES = (1, 10, 20, 40)
@@ -47,16 +49,14 @@ SMOKE_GEMM = [(1, 40, 64, 48), (1, 33, 128, 24)]  # (S, M, K, N)
 SMOKE_ACT = [(1, 37, 64), (1, 20, 256)]  # (S, M, K)
 
 
-def _time_ms(fn: Callable[[], object], smoke: bool) -> float:
-    """Median milliseconds of ``fn`` (GPU), or one wall-clock run (smoke mode)."""
-    if smoke:
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-    import triton
+GPU_WARMUP, GPU_ITERS = 10, 100  # untimed calls (autotuning included), then timed calls
 
-    fn()  # autotune / compile outside the timed region
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+def _timings(device: str, smoke: bool) -> dict:
+    """``median_ms`` arguments: smoke, one timed run; GPU, warm-up, then L2 flush + timed call."""
+    if smoke:
+        return {"warmup": 0, "iters": 1, "device": device}
+    return {"warmup": GPU_WARMUP, "iters": GPU_ITERS, "device": device, "before": l2_flush(device)}
 
 
 def bench_gemm(S: int, M: int, K: int, N: int, device: str, smoke: bool) -> dict:
@@ -71,6 +71,7 @@ def bench_gemm(S: int, M: int, K: int, N: int, device: str, smoke: bool) -> dict
     a16 = torch.randn(M, K, generator=g).to(device, torch.bfloat16)
     b16 = torch.randn(N, K, generator=g).to(device, torch.bfloat16)
     out = torch.bfloat16
+    timing = _timings(device, smoke)
 
     providers = {
         "bf16": lambda: torch.matmul(a16, b16.t()),
@@ -81,7 +82,7 @@ def bench_gemm(S: int, M: int, K: int, N: int, device: str, smoke: bool) -> dict
     row: dict = {"S": S, "M": M, "K": K, "N": N}
     for name, fn in providers.items():
         try:
-            ms = _time_ms(fn, smoke)
+            ms = median_ms(fn, **timing)
             row[f"{name}_ms"] = ms
             row[f"{name}_tops"] = 2 * M * N * K / ms * 1e-9
         except RuntimeError as e:  # e.g. torch._int_mm's shape limits (M > 16, K, N % 8)
@@ -107,6 +108,7 @@ def bench_act_quant(S: int, M: int, K: int, device: str, smoke: bool) -> dict:
     quant_bytes = M * K * (2 + 1) + 4 * M
     copy_bytes = M * K * (2 + 2)
     row: dict = {"S": S, "M": M, "K": K}
+    timing = _timings(device, smoke)
     cases = {
         "copy": (lambda: y.copy_(x), copy_bytes),
         "quant": (lambda: quantize_per_token(x, 4, backend="triton"), quant_bytes),
@@ -116,7 +118,7 @@ def bench_act_quant(S: int, M: int, K: int, device: str, smoke: bool) -> dict:
         ),
     }
     for name, (fn, nbytes) in cases.items():
-        ms = _time_ms(fn, smoke)
+        ms = median_ms(fn, **timing)
         row[f"{name}_ms"] = ms
         row[f"{name}_gbps"] = nbytes / ms * 1e-6
     for name in ("quant", "quant_had"):

@@ -1,4 +1,5 @@
-r"""
+r"""``fwht``: the orthonormal fast Walsh-Hadamard transform; Triton kernel, wrapper, reference.
+
 Fast Walsh-Hadamard transform (FWHT)
 ====================================
 
@@ -11,7 +12,7 @@ What
     H_{2m} = \begin{bmatrix} H_m & H_m \\ H_m & -H_m \end{bmatrix}
 
 (Sylvester / natural ordering, the same matrix as ``scipy.linalg.hadamard(n)``).
-:math:`H_n/\sqrt{n}` is symmetric and orthogonal, so ``fwht(fwht(x)) == x``.
+:math:`H_n/\sqrt{n}` is symmetric and orthogonal, so ``fwht(fwht(x)) == x`` up to rounding.
 
 Why
 ---

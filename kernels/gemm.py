@@ -1,4 +1,5 @@
-r"""
+r"""``w4a4_matmul`` / ``w8a8_matmul``: quantized GEMMs with exact int32 sums; kernel, references.
+
 W4A4 and W8A8 GEMMs with int32 accumulation
 ===========================================
 
@@ -49,10 +50,16 @@ Blocked algorithm
             acc += a @ b^T                                    # int32, exact
         out = acc * x_scale[m-tile, None] * w_scale[None, n-tile] (+ bias)
 
-Exactness: the int32 accumulator is exact while ``K * 8 * 8 < 2^31`` (W4A4) or
-``K * 128 * 128 < 2^31`` (W8A8, K < 131072). The epilogue converts ``acc`` to fp32 (exact
-below ``2^24``), then evaluates ``((acc * x_scale) * w_scale) + bias`` in that order without
-FMA contraction, so results match the torch reference bit for bit.
+Exactness: the wrappers accept any int8 activation codes, ``[-128, 127]``, and weight codes
+in ``[-128, 127]`` (W8A8) or ``[-8, 7]`` (W4A4: what a nibble holds). A product then lies in
+``[-16256, 16384]`` (W8A8) or ``[-1016, 1024]`` (W4A4), so every partial sum, in any order,
+fits int32 for all codes while ``K * 16384 <= 2^31 - 1``, i.e. ``K <= 131071`` (W8A8), or
+``K * 1024 <= 2^31 - 1``, i.e. ``K <= 2097151`` (W4A4, where K is even: ``K <= 2097150``).
+The bounds are tight: all codes at their minimum (-128, and -8 for int4 weights) overflow at
+the next K (131072, 2097152). Both wrappers raise ``ValueError`` above ``MAX_K_W8A8`` /
+``MAX_K_W4A4``, on either backend. The epilogue converts ``acc`` to fp32 (exact below
+``2^24``), then evaluates ``((acc * x_scale) * w_scale) + bias`` in that order without FMA
+contraction, so results match the torch reference bit for bit.
 
 Cost (M x N x K)
 ----------------
@@ -82,6 +89,12 @@ if HAS_TRITON:
 
 OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BIAS_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# Largest K with no possible int32 overflow (module docstring): K * max|product| <= 2^31 - 1
+# with max|product| = 128 * 128 (int8 weights) or 128 * 8 (int4 weights), int8 activations.
+INT32_MAX = 2**31 - 1
+MAX_K_W8A8 = INT32_MAX // (128 * 128)  # 131071
+MAX_K_W4A4 = INT32_MAX // (128 * 8)  # 2097151; K is even there, so 2097150 in practice
 
 
 # %%
@@ -198,9 +211,10 @@ INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4}
 # References
 # ----------
 def int_matmul_reference(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
-    """Exact ``xq @ wq.T`` as int32 ``[M, N]``; any device.
+    """Exact ``xq @ wq.T`` as int32 ``[M, N]`` when the result fits int32; any device.
 
-    fp64 is exact here: every product and partial sum is an integer below 2^53.
+    fp64 is exact here: every product and partial sum is an integer below 2^53. Nothing here
+    checks the int32 range; the wrappers' K limits (``MAX_K_W8A8``, ``MAX_K_W4A4``) do.
     """
     acc = xq.to(torch.float64) @ wq.to(torch.float64).T
     return acc.to(torch.int32)
@@ -250,6 +264,15 @@ def _check_gemm_args(xq, x_scale, w, w_scale, bias, out_dtype, w_int4):
     if k_w != k:
         what = f"w_packed.shape[1] * 2 = {k_w}" if w_int4 else f"wq.shape[1] = {k_w}"
         raise ValueError(f"K mismatch: xq.shape[1] = {k} but {what}")
+    k_max, name, w_max = (MAX_K_W4A4, "W4A4", 8) if w_int4 else (MAX_K_W8A8, "W8A8", 128)
+    if k > k_max:
+        raise ValueError(
+            f"K = {k} is above the {name} limit K <= {k_max}: int8 activation codes times "
+            f"{'int4' if w_int4 else 'int8'} weight codes can overflow the int32 accumulator "
+            f"(K * 128 * {w_max} > 2^31 - 1). Split K into chunks of at most {k_max} columns "
+            "(of xq and the weight), call once per chunk with out_dtype=torch.float32 (bias in "
+            "one call only) and add the outputs"
+        )
     if x_scale.shape != (m,):
         raise ValueError(f"x_scale must have shape [M] = [{m}], got {list(x_scale.shape)}")
     if w_scale.shape != (n,):
@@ -310,6 +333,10 @@ def w4a4_matmul(
 
     Returns:
         ``[M, N]`` in ``out_dtype``; the integer accumulation is exact (int32).
+
+    Raises:
+        ValueError: ``K > MAX_K_W4A4`` (2097151; even K, so at most 2097150), where int8
+            activations times int4 weights could overflow int32.
     """
     return _qgemm(xq, x_scale, w_packed, w_scale, bias, out_dtype, True, backend)
 
@@ -325,7 +352,8 @@ def w8a8_matmul(
 ) -> torch.Tensor:
     """W8A8 GEMM: ``(xq @ wq.T) * x_scale[:, None] * w_scale[None, :] + bias``.
 
-    Same contract as ``w4a4_matmul`` with int8 weights ``wq [N, K]``.
+    Same contract as ``w4a4_matmul`` with int8 weights ``wq [N, K]``, and the limit
+    ``K <= MAX_K_W8A8 = 131071`` (``ValueError`` above: ``K * 128 * 128 > 2^31 - 1``).
     """
     return _qgemm(xq, x_scale, wq, w_scale, bias, out_dtype, False, backend)
 

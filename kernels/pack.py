@@ -1,4 +1,5 @@
-r"""
+r"""``pack_int4`` / ``unpack_int4``: two signed int4 values per byte; Triton kernels, references.
+
 Packing signed int4 values two to a byte
 ========================================
 

@@ -325,8 +325,9 @@ def test_scale_formula_uses_qmax():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("hadamard", [False, True])
 def test_clip_ratio_matches_fake_quant_and_reference(backend, hadamard):
-    """scale = (c * max|y|) / qmax, values beyond the clipped range saturate; the Triton
-    kernel, the reference and the library's fake quantizer agree bit for bit."""
+    """scale = (c * max|y|) / qmax, values beyond the clipped range saturate; the reference and
+    the library's fake quantizer agree bit for bit, and so does the Triton kernel without the
+    Hadamard (with it: scales to fp32 rounding, codes within one step)."""
     from qvggt_lib.quant.quantizer import QuantSpec, compute_qparams, quantize
 
     x = torch.randn(19, 64) * 3

@@ -3,6 +3,7 @@
 import pytest
 import qvggt_kernels as qk
 import torch
+from qvggt_kernels.gemm import INT32_MAX, MAX_K_W4A4, MAX_K_W8A8
 
 needs_triton = pytest.mark.skipif(not qk.HAS_TRITON, reason="triton is not installed")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,6 +108,64 @@ def test_extreme_int4_values(backend):
     out = qk.w4a4_matmul(xq, ones(m), qk.pack_int4(wq), ones(n), backend=backend)
     assert torch.equal(out.cpu().long(), exact_int(xq, wq))
     assert out[0, 0].item() == 64 * k and out[0, 1].item() == -56 * k
+
+
+# ---------------------------------------------------------------------------------------
+# The int32 range: K limits
+# ---------------------------------------------------------------------------------------
+def test_k_limits_are_the_tight_int32_bounds():
+    codes8 = torch.arange(-128, 128, dtype=torch.int64)
+    codes4 = torch.arange(-8, 8, dtype=torch.int64)
+    for w_codes, k_max in ((codes8, MAX_K_W8A8), (codes4, MAX_K_W4A4)):
+        products = codes8[:, None] * w_codes[None, :]  # int8 activations times weight codes
+        hi, lo = int(products.max()), int(products.min())
+        assert hi >= -lo  # the positive end binds: (-128) * (-128) or (-128) * (-8)
+        assert k_max * hi <= INT32_MAX < (k_max + 1) * hi
+        assert k_max * lo >= -(2**31)
+    assert (MAX_K_W8A8, MAX_K_W4A4) == (131071, 2097151)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_w8a8_at_the_k_limit_is_exact(backend):
+    # the worst codes at K = 131071: acc = K * 128 * 128 = 2^31 - 2^14, and -K * 128 * 127
+    k = MAX_K_W8A8
+    xq = torch.full((1, k), -128, dtype=torch.int8, device=DEVICE)
+    wq = torch.full((2, k), -128, dtype=torch.int8, device=DEVICE)
+    wq[1] = 127
+    ones = lambda r: torch.ones(r, device=DEVICE)
+    out = qk.w8a8_matmul(xq, ones(1), wq, ones(2), backend=backend)
+    exact = torch.tensor([[k * 128 * 128, -k * 128 * 127]], dtype=torch.float64)
+    assert torch.equal(out.cpu(), exact.float())  # the same fp32 rounding of the exact acc
+
+
+needs_cuda_triton = pytest.mark.skipif(
+    not (qk.HAS_TRITON and torch.cuda.is_available()), reason="K = 2^21 is slow in the interpreter"
+)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_cuda_triton)])
+def test_w4a4_at_the_k_limit_is_exact(backend):
+    k = MAX_K_W4A4 - 1  # 2097150, the largest even K
+    xq = torch.full((1, k), -128, dtype=torch.int8, device=DEVICE)
+    wq = torch.full((2, k), -8, dtype=torch.int8, device=DEVICE)
+    wq[1] = 7
+    ones = lambda r: torch.ones(r, device=DEVICE)
+    out = qk.w4a4_matmul(xq, ones(1), qk.pack_int4(wq), ones(2), backend=backend)
+    exact = torch.tensor([[k * 128 * 8, -k * 128 * 7]], dtype=torch.float64)
+    assert torch.equal(out.cpu(), exact.float())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_k_above_the_limit_raises(backend):
+    # the check is on the shapes, before any launch: M = N = 1 keeps the tensors small
+    one = torch.ones(1, device=DEVICE)
+    codes = lambda k, dtype=torch.int8: torch.zeros(1, k, dtype=dtype, device=DEVICE)
+    k = MAX_K_W8A8 + 1
+    with pytest.raises(ValueError, match=r"K = 131072 is above the W8A8 limit K <= 131071.*Split"):
+        qk.w8a8_matmul(codes(k), one, codes(k), one, backend=backend)
+    k = MAX_K_W4A4 + 1  # 2097152, the first even K above the limit
+    with pytest.raises(ValueError, match=r"K = 2097152 is above the W4A4 limit K <= 2097151"):
+        qk.w4a4_matmul(codes(k), one, codes(k // 2, torch.uint8), one, backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
