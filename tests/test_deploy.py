@@ -4,7 +4,6 @@ fold; memory counts; the end-to-end benchmark's smoke mode."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,9 +12,11 @@ import qvggt_kernels as qk
 import torch
 from torch import nn
 
+from qvggt_lib.course.memory import memory_table, model_memory_report
 from qvggt_lib.deploy import (
     Int4Linear,
     Int8Linear,
+    bench,
     deploy,
     deployed_layers,
     fold_smoothing_into_norms,
@@ -24,7 +25,6 @@ from qvggt_lib.deploy import (
     load_deployed,
     save_deployed,
 )
-from qvggt_lib.memory import memory_table, model_memory_report
 from qvggt_lib.model import build_vggt
 from qvggt_lib.quant import (
     QuantLinear,
@@ -32,13 +32,22 @@ from qvggt_lib.quant import (
     QuantVGGTConfig,
     RandomHadamard,
     SmoothQuantConfig,
+    quantize,
     quantize_tensor,
-    quantize_model,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"depth": 2, "intermediate_layer_idx": (0, 0, 1, 1)}
 OUTPUTS = ("depth", "pose_enc", "world_points")
+# Share of the quantization error (simulated vs float) that rounding-tie flips between the
+# deployed and the simulated chain may add. Measured: 0.11 for the pose of the random-weight
+# W8A8 SmoothQuant model on an Intel Xeon with AVX-512 + AMX (216 flipped codes), under 0.05
+# on the AMD EPYCs (AVX-512 and AVX2); a wrong scale or divisor moves it by about 1.
+FLIP_SHARE = 0.25
+# Share of the quantization error (simulated vs float) that rounding-tie flips between the
+# deployed and the simulated chain may add. Measured: 0.11 for the pose of the random-weight
+# W8A8 SmoothQuant model on an Intel Xeon with AVX-512 + AMX (216 flipped codes), under 0.05
+# on the AMD EPYCs (AVX-512 and AVX2); a wrong scale or divisor moves it by about 1.
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -73,7 +82,7 @@ def perturb(model: nn.Module, seed: int = 1) -> nn.Module:
 
 
 def quantized(float_model, images, config):
-    return perturb(quantize_model(float_model, config, calibration=[images], progress=False))
+    return perturb(quantize(float_model, config, calibration=[images], progress=False))
 
 
 @pytest.fixture(scope="module", params=["w4a4", "w8a8"])
@@ -147,7 +156,9 @@ def test_deployed_model_matches_simulation(dsfq, float_model, images):
     layer's input differs by fp32 rounding and a code sitting on a .5 tie can flip by one step.
     With no flip the outputs agree to fp32 rounding (measured <= ~1e-6); how many codes flip
     depends on the BLAS code path, and each flip moves an activation by a whole step, so with
-    flips the bound may grow to a tenth of the quantization error itself."""
+    flips the bound grows to FLIP_SHARE of the quantization error itself. Flips compound along
+    the chain (a flipped activation changes every later layer's input), so later layers can
+    differ by more than one step; what stays small is how many codes differ."""
     sim, dep = dsfq
     ref, sim_inputs = run_with_inputs(sim, images, QuantLinear)
     out, dep_inputs = run_with_inputs(dep, images, (Int4Linear, Int8Linear))
@@ -159,17 +170,16 @@ def test_deployed_model_matches_simulation(dsfq, float_model, images):
     for key in OUTPUTS:
         err = rel_err(out[key], ref[key])
         print(f"{key}: max abs {float((out[key] - ref[key]).abs().max()):.3g}, rel {err:.3g}, {flips} flips")
-        bound = 1e-5 if flips == 0 else max(1e-5, 0.1 * rel_err(ref[key], fp[key]))
+        bound = 1e-5 if flips == 0 else max(1e-5, FLIP_SHARE * rel_err(ref[key], fp[key]))
         assert err < bound, (key, err, flips)
     flips = total = 0
     for name, x in dep_inputs.items():
         codes, _ = simulated_codes(sim.get_submodule(name), sim_inputs[name])
         q, _ = deployed_layers(dep)[name].quantize_input(x)
-        diff = (q.int() - codes.int()).abs()
-        assert int(diff.max()) <= 1
-        flips, total = flips + int((diff > 0).sum()), total + diff.numel()
+        flips, total = flips + int((q != codes).sum()), total + q.numel()
     print(f"activation codes that differ between the two chains: {flips} / {total}")
-    assert flips / total < 1e-3
+    # measured: W8A8 3 of 494,592 on the AMD EPYCs, 1,622 (3.3e-3) on an Intel Xeon with AMX
+    assert flips / total < 1e-2
 
 
 def test_deploy_leaves_the_input_model_untouched(float_model, images):
@@ -239,12 +249,18 @@ def test_smoothquant_smoothing_folds_into_layernorm(float_model, images):
     for name in set(sim_inputs) - set(ln_fed):  # proj / fc2: not LayerNorm-fed, stays online
         assert name.endswith(("attn.proj", "mlp.fc2"))
         assert deployed_layers(folded)[name].act_divisor is None  # SmoothQuant default: no s there
-    ref, _ = run_with_inputs(sim, images, QuantLinear)
+    ref, sim_inputs = run_with_inputs(sim, images, QuantLinear)
+    out_exact, exact_inputs = run_with_inputs(exact, images, (Int4Linear, Int8Linear))
     with torch.no_grad():
-        out_exact, out_folded = exact(images), folded(images)
-    for key in OUTPUTS:
-        assert rel_err(out_exact[key], ref[key]) < 1e-5
-        assert rel_err(out_folded[key], ref[key]) < 1e-4, key  # codes may flip at ties
+        out_folded, fp = folded(images), float_model(images)
+    flips = sum(int((deployed_layers(exact)[name].quantize_input(x)[0]
+                     != simulated_codes(sim.get_submodule(name), sim_inputs[name])[0]).sum())
+                for name, x in exact_inputs.items())
+    for key in OUTPUTS:  # as test_deployed_model_matches_simulation: exact unless codes flip at ties
+        quant_error = rel_err(ref[key], fp[key])
+        bound = 1e-5 if flips == 0 else max(1e-5, FLIP_SHARE * quant_error)
+        assert rel_err(out_exact[key], ref[key]) < bound, (key, flips)
+        assert rel_err(out_folded[key], ref[key]) < max(1e-4, FLIP_SHARE * quant_error), key
 
 
 def test_fold_follows_the_order_of_rotation_and_smoothing(float_model, images):
@@ -425,11 +441,8 @@ def test_memory_report_for_vggt_1b_on_meta():
 # ----------------------------------------------------------------------------- benchmark script
 
 
-def test_bench_e2e_smoke(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_e2e", ROOT / "scripts" / "bench_e2e.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    results = bench.main(["--smoke", "--json", str(tmp_path / "bench.json")])
+def test_bench_e2e_smoke(tmp_path):
+    results = bench.run(bench.BenchSettings.smoke(), tmp_path / "bench.json")
     rows = results["rows"]
     assert {(r["scheme"], r["frames"]) for r in rows} == {
         (s, f) for s in ("fp32", "bf16", "w8a8", "w4a4") for f in (1, 2)
@@ -438,4 +451,4 @@ def test_bench_e2e_smoke(tmp_path, capsys):
     weights = {r["scheme"]: r["weight_bytes"] for r in rows}
     assert weights["fp32"] > weights["bf16"] > weights["w8a8"] > weights["w4a4"]
     assert json.loads((tmp_path / "bench.json").read_text())["rows"] == rows
-    assert "| scheme | frames |" in capsys.readouterr().out
+    assert "| scheme | frames |" in bench.table(results)
