@@ -80,13 +80,14 @@ def _load_float(args):
 
 def _calibration(args, model, configs):
     """Calibration scenes picked from the calib split when any config needs them, else None."""
-    from .quant.calibration import calibration_scenes
+    from .quant.sampling import SamplingConfig, calibration_scenes
 
     if not any(config.needs_calibration for config in configs):
         return None
     tic = time.perf_counter()
-    scenes = calibration_scenes(model, args.calib, args.calib_size, args.calib_pool,
-                                args.calib_frames, seed=args.seed, progress=not args.no_progress)
+    sampling = SamplingConfig(args.calib, args.calib_size, args.calib_pool, args.calib_frames,
+                              seed=args.seed)
+    scenes = calibration_scenes(model, sampling, progress=not args.no_progress)
     print(f"calibration: {len(scenes)} {args.calib} scenes of {args.calib_frames} frames from a "
           f"pool of {args.calib_pool} calib-split scenes ({time.perf_counter() - tic:.1f}s)")
     return scenes
@@ -98,7 +99,8 @@ def _method_options(args) -> dict:
 
 def cmd_quantize(args) -> int:
     """Quantize a float model with one method and save it (safetensors + metadata)."""
-    from .quant.api import make_config, quantize
+    from .quant.api import quantize
+    from .quant.configs import make_config
     from .quant.serialization import save_quantized
 
     torch.set_num_threads(args.threads)
@@ -128,8 +130,10 @@ def cmd_quantize(args) -> int:
 
 def cmd_table(args) -> int:
     """Evaluate FP and every method x bits on the same scenes; print a Table-1-style markdown."""
-    from .evaluate import evaluate, save_json
-    from .quant.api import comparison_table, make_config, quantize
+    from .eval.evaluate import evaluate, save_json
+    from .eval.results import quantize_and_evaluate
+    from .eval.tables import comparison_table
+    from .quant.configs import make_config
 
     torch.set_num_threads(args.threads)
     options = _method_options(args)
@@ -142,13 +146,13 @@ def cmd_table(args) -> int:
                 "progress": not args.no_progress, "baselines": False}
     rows = [{"method": "fp", "bits": "w16a16", "metrics": evaluate(model, **settings)}]
     for config in configs:
-        tic = time.perf_counter()
-        q_model = quantize(model, config, calibration=calibration, progress=not args.no_progress)
-        seconds = time.perf_counter() - tic
-        rows.append({"method": config.method, "bits": config.bits, "quantize_seconds": seconds,
-                     "metrics": evaluate(q_model, **settings)})
-        print(f"{config.method} {config.bits}: quantized in {seconds:.1f}s, AUC@30 "
-              f"{rows[-1]['metrics']['auc30']:.1f}")
+        row = quantize_and_evaluate(model, config, calibration,
+                                    lambda q_model: {"metrics": evaluate(q_model, **settings)},
+                                    progress=not args.no_progress)
+        rows.append({"method": config.method, "bits": config.bits,
+                     "quantize_seconds": row["calibration_seconds"], "metrics": row["metrics"]})
+        print(f"{config.method} {config.bits}: quantized in {row['calibration_seconds']:.1f}s, "
+              f"AUC@30 {row['metrics']['auc30']:.1f}")
     print(f"{args.scenes} test scenes x {args.frames} frames; calibration: {args.calib}, "
           f"{args.calib_size} of {args.calib_pool}; retention = Q / FP x 100 (AUC), "
           "FP / Q x 100 (AbsRel: lower is better)")
@@ -182,7 +186,8 @@ def _add_quant_arguments(parser) -> None:
 
 def cmd_eval(args) -> int:
     """Evaluate a model on rendered test scenes; print a markdown table (model + baselines)."""
-    from .evaluate import evaluate, format_table, save_json
+    from .eval.evaluate import evaluate, save_json
+    from .eval.tables import format_table
 
     torch.set_num_threads(args.threads)
     model, label = _load_for_eval(args)
@@ -307,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
 
-    from .quant.api import BITS, METHODS
+    from .quant.configs import BITS, METHODS
 
     qu = sub.add_parser("quantize", help="quantize a float model (rtn, smoothquant, gptq, quarot, "
                                          "quantvggt) and save it", **defaults)

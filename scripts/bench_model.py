@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from qvggt_lib.eval.tables import markdown_table
 from qvggt_lib.model import CONFIGS, build_vggt
 
 
@@ -24,19 +25,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print("| config | parameters | non-track state-dict tensors |")
-    print("|---|---:|---:|")
+    rows = []
     for name in CONFIGS:
-        model = build_vggt(name, device="meta")
-        sd = model.state_dict()
-        print(f"| {name} | {sum(v.numel() for v in sd.values()):,} | {len(sd)} |")
+        sd = build_vggt(name, device="meta").state_dict()
+        rows.append([name, f"{sum(v.numel() for v in sd.values()):,}", len(sd)])
+    print(markdown_table(["config", "parameters", "non-track state-dict tensors"], rows))
 
     model = build_vggt("tiny", seed=0).eval()
     size = model.config.img_size
     print(f"\ntiny forward, {size}x{size} px, {args.threads} threads, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, median of {args.repeats}")
-    print("| frames | forward (ms) | ms / frame |")
-    print("|---:|---:|---:|")
+    rows = []
     for frames in args.frames:
         images = torch.rand(frames, 3, size, size, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
@@ -47,7 +46,8 @@ def main() -> None:
                 model(images)
                 times.append(time.perf_counter() - tic)
         median = sorted(times)[len(times) // 2] * 1e3
-        print(f"| {frames} | {median:.1f} | {median / frames:.1f} |")
+        rows.append([frames, f"{median:.1f}", f"{median / frames:.1f}"])
+    print(markdown_table(["frames", "forward (ms)", "ms / frame"], rows))
 
 
 if __name__ == "__main__":

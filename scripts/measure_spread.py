@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+from qvggt_lib.eval.tables import markdown_table
+
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
@@ -25,14 +27,13 @@ def quantities() -> dict[str, list[float]]:
     import torch
 
     from qvggt_lib.course import course_scenes, load_course_model, scene_images, seed_everything
-    from qvggt_lib.quant import QuantVGGTConfig, make_config, quantize
-    from qvggt_lib.quant.sampling import candidate_pool, collect_candidate_features, noise_scores
-    from qvggt_lib.rotation_analysis import record_inputs
-    from qvggt_lib.smoothing_analysis import (
+    from qvggt_lib.course.smoothing_analysis import (
         prediction_errors,
         smoothed_layer_errors,
         smoothed_layers,
     )
+    from qvggt_lib.quant import QuantVGGTConfig, make_config, quantize, record_inputs
+    from qvggt_lib.quant.sampling import candidate_pool, collect_candidate_features, noise_scores
 
     torch.set_grad_enabled(False)
     seed_everything(0)
@@ -76,13 +77,15 @@ def main() -> int:
         runs[setting] = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"measured {setting}", file=sys.stderr)
     first = next(iter(runs.values()))
-    print(f"| quantity | example value | relative spread over {', '.join(runs)} |\n|---|---:|---:|")
+    rows = []
     for name, values in first.items():
         spread = max(
             (max(r[name][i] for r in runs.values()) - min(r[name][i] for r in runs.values()))
             / max(max(abs(r[name][i]) for r in runs.values()), 1e-30)
             for i in range(len(values)))
-        print(f"| {name} | {values[0]:.4g} | {spread:.1e} |")
+        rows.append([name, f"{values[0]:.4g}", f"{spread:.1e}"])
+    print(markdown_table(["quantity", "example value", f"relative spread over {', '.join(runs)}"],
+                         rows, right=[False, True, True]))
     return 0
 
 

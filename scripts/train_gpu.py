@@ -25,7 +25,7 @@ the background renderer are not bit-for-bit deterministic across runs.
 Outputs in ``--out``: ``log.jsonl`` (loss parts, lr, bank size, elapsed time), the weights
 as ``weights_0.safetensors`` + ``weights_1.safetensors`` (two halves of the state dict, each
 under 16 MB; ``load_halves`` joins them), rewritten every ``--save-every`` seconds, and
-``eval.json`` (``qvggt_lib.evaluate`` on the test split) at the end.
+``eval.json`` (``qvggt_lib.eval.evaluate`` on the test split) at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from qvggt_lib.data import render_split
-from qvggt_lib.evaluate import evaluate
+from qvggt_lib.eval.evaluate import evaluate
 from qvggt_lib.model import VGGT, VGGTConfig, save_checkpoint
 from qvggt_lib.train.trainer import (
     RENDERED_FRAMES,

@@ -4,7 +4,7 @@
 
 For every weight snapshot ``runs/tiny/snapshots/step_*.safetensors`` (and ``final``):
 evaluates on the first ``--scenes`` test scenes, and measures activation statistics by
-token type (``qvggt_lib.activations``) on ``--stat-scenes`` calibration scenes. Writes
+token type (``qvggt_lib.course.activations``) on ``--stat-scenes`` calibration scenes. Writes
 ``data/training_curve.json`` (metrics per step + the training loss log, thinned) and
 ``data/activation_stats.json`` (statistics per step; the checkpoints themselves are not
 kept). Resumable: steps already in the JSON files are skipped.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from qvggt_lib.activations import activation_statistics
+from qvggt_lib.course.activations import activation_statistics
 from qvggt_lib.data import render_split
-from qvggt_lib.evaluate import METRIC_KEYS, evaluate
+from qvggt_lib.eval.evaluate import METRIC_KEYS, evaluate
 from qvggt_lib.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

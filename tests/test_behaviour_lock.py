@@ -2,13 +2,21 @@
 shipped tiny model against outputs recorded in tests/data/behaviour_lock.safetensors.
 
 Recorded before the library layout changed (rtn, smoothquant, gptq, quarot and quantvggt,
-simulated, reloaded from file and deployed, plus an NFDS pick). On the machine and torch that
-recorded them the outputs are bit-identical; elsewhere a BLAS code path moves the float outputs
-by ~1e-7 relative, and the quantizers then flip an occasional rounding tie (docs/portability.md:
-whole-model W4A4 errors move by 0.1 % to 1.5 %). So each output is compared with its recording
-relative to the quantization error itself, ||Q - Q_rec|| <= 0.2 ||Q_rec - FP||: a changed
-rotation seed, smoothing or clip start moves it by about sqrt(2) ||Q_rec - FP||, a tie flip by
-well under 0.05 (measured with the instruction set forced to AVX2: at most 0.03).
+simulated, reloaded from file and deployed, plus an NFDS pick). On the recording machine,
+``python tests/test_behaviour_lock.py --digest`` gives the same SHA-256 as then: bit-identical.
+Elsewhere a BLAS code path moves the float outputs by ~1e-7 relative, the quantizers flip an
+occasional rounding tie, and GPTQ and the block calibration amplify such flips into other
+(equally good) roundings. So each quantized output Q is compared with its recording Q_rec
+relative to the quantization error E = ||Q_rec - FP||:
+
+* moved = ||Q - Q_rec|| / E, which a changed rotation seed, smoothing or clip start puts near
+  sqrt(2) (an independent quantization error of the same size);
+* magnitude = | ||Q - FP|| - E | / E, which a method made worse or better moves.
+
+Measured worst cases over the cases' outputs on an Intel Xeon (AVX-512) against AVX2 with 1 and
+2 threads and plain (no-SIMD) kernels: moved rtn 0.04, smoothquant 0.23, gptq 0.31, quantvggt
+0.32, quarot 0.88 (GPTQ after the rotation is the most chaotic); magnitude at most 0.08, quarot
+0.18. The bounds below are about 2.5x those.
 
     python tests/test_behaviour_lock.py           # re-record (only after a deliberate change)
     python tests/test_behaviour_lock.py --digest  # SHA-256 of the full outputs, for exact checks
@@ -44,7 +52,10 @@ CASES = {  # name: (method, bits, options)
                                           {"epochs": 1, "order": "smooth_then_rotate"}),
 }
 DEPLOYED = ("rtn_w4a4", "quarot_w4a4", "quantvggt_w4a4")
-RELATIVE_TO_QUANT_ERROR = 0.2  # see the module docstring
+# case: (bound on moved, or None where the measured spread leaves no useful bound; on magnitude)
+BOUNDS = {"rtn_w4a4": (0.1, 0.05), "smoothquant_w8a8": (0.6, 0.15), "gptq_w4a8": (0.8, 0.2),
+          "quarot_w4a4": (None, 0.45), "quantvggt_w4a4": (0.8, 0.2),
+          "quantvggt_smooth_then_rotate_w8a8": (0.7, 0.4)}
 
 
 def _images(split: str, index: int) -> torch.Tensor:
@@ -118,10 +129,13 @@ def test_nfds_pick_unchanged(computed, recorded):
     for suffix in ("", "reloaded/", *(("deployed/",) if case in DEPLOYED else ()))])
 def test_outputs_match_recording(computed, recorded, key):
     output = key.rsplit("/", 1)[1]
-    quant_error = (recorded[key] - recorded[f"fp/{output}"]).norm()
-    moved = (computed[key] - recorded[key]).norm()
-    assert moved <= RELATIVE_TO_QUANT_ERROR * quant_error, (
-        f"{key} moved by {float(moved / quant_error):.3f} of its quantization error")
+    fp_rec, fp_now = recorded[f"fp/{output}"], computed[f"fp/{output}"]
+    error = (recorded[key] - fp_rec).norm()
+    moved = float((computed[key] - recorded[key]).norm() / error)
+    magnitude = float(((computed[key] - fp_now).norm() - error).abs() / error)
+    moved_bound, magnitude_bound = BOUNDS[key.split("/")[0]]
+    assert moved_bound is None or moved <= moved_bound, f"{key} moved by {moved:.3f} of its error"
+    assert magnitude <= magnitude_bound, f"{key}: its quantization error changed by {magnitude:.3f}"
 
 
 def test_float_outputs_match_recording(computed, recorded):

@@ -1,4 +1,4 @@
-"""qvggt_lib.evaluate and `qvggt eval` on a randomly initialised tiny model (small, fast scenes)."""
+"""qvggt_lib.eval.evaluate and `qvggt eval` on a randomly initialised tiny model (small, fast scenes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from qvggt_lib import evaluate as ev
 from qvggt_lib.cli import main
+from qvggt_lib.eval import evaluate as ev
+from qvggt_lib.eval.tables import format_table
 from qvggt_lib.model import build_vggt, save_checkpoint
 
 SMALL = {"num_scenes": 2, "num_frames": 3, "image_size": 56, "progress": False}
@@ -92,13 +93,13 @@ def test_predict_scene_shapes(model):
 
 
 def test_format_table(results):
-    table = ev.format_table(results)
+    table = format_table(results)
     lines = table.splitlines()
     for header in ("AUC@30", "AUC@15", "AUC@5", "AUC@3", "RRA@30", "RTA@30", "AbsRel", "δ1",
                    "Acc", "Comp", "NC"):
         assert header in lines[0]
     assert lines[2].startswith("| model |") and lines[3].startswith("| trivial baseline |")
-    two = ev.format_table({"fp32": results, "w4a8": results})
+    two = format_table({"fp32": results, "w4a8": results})
     assert [line.split("|")[1].strip() for line in two.splitlines()[2:]] == ["fp32", "w4a8", "trivial baseline"]
 
 

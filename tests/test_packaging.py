@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,32 @@ def test_environment_yml_installs_the_project_and_does_not_duplicate_dependencie
 
 def test_both_import_packages_are_installed():
     import qvggt_kernels
+
     import qvggt_lib
 
     assert Path(qvggt_lib.__file__).parent == ROOT / "qvggt_lib"
     assert Path(qvggt_kernels.__file__).parent == ROOT / "kernels"
+
+
+def test_every_library_folder_is_a_listed_package():
+    """pyproject lists packages by hand: a new folder left out would be missing from a wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "qvggt_lib").rglob("__init__.py")}
+    assert folders <= listed, f"not in pyproject's packages: {sorted(folders - listed)}"
+
+
+def test_the_core_library_never_imports_the_course_helpers():
+    """course/ imports the core; the core (every other module of qvggt_lib) never imports course/."""
+    import ast
+
+    for path in (ROOT / "qvggt_lib").rglob("*.py"):
+        if "course" in path.relative_to(ROOT / "qvggt_lib").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any("course" in name.split(".") for name in names), f"{path} imports {names}"

@@ -1,5 +1,9 @@
 """Shared set-up for the course notebooks: one parameter cell decides which model and data they use.
 
+This package holds the notebook-only measurements and figures (activations, rotation, smoothing
+and sampling analyses, reconstruction comparisons, plots, memory counts). It imports the core
+library; the core never imports it (tests/test_packaging.py checks that).
+
 Every notebook starts with a ``parameters`` cell (papermill style)::
 
     MODEL = "tiny"        # or "vggt-1b"

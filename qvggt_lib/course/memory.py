@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..deploy.int_linear import linear_storage_bytes
+from ..eval.tables import markdown_table
 from ..model import VGGT, VGGTConfig, get_config
 from ..quant.targets import DEFAULT_SCOPES, SCOPES, check_scopes, quantizable_linears
 
@@ -133,40 +134,25 @@ def _mib(n: int) -> str:
 def memory_table(names=("tiny", "vggt-1b"), scopes=("default", "everything")) -> str:
     """Markdown tables (MiB = 2^20 bytes, and exact bytes) for every model and scope."""
     reports = [model_memory_report(n, s) for n in names for s in scopes]
-    lines = [
-        "| model | scope | quantized linears | share of params | "
-        + " | ".join(f"{s.upper()} MiB" for s in SCHEMES)
-        + " | FP16 / W8A8 | FP16 / W4A4 |",
-        "|---|---|---:|---:|" + "---:|" * (len(SCHEMES) + 2),
-    ]
+    header = ["model", "scope", "quantized linears", "share of params",
+              *(f"{s.upper()} MiB" for s in SCHEMES), "FP16 / W8A8", "FP16 / W4A4"]
+    rows = []
     for part in ("layers", "model"):
         for r in reports:
             counts = getattr(r, part)
             what = "quantized layers" if part == "layers" else "whole model"
-            lines.append(
-                f"| {r.name} | {r.scope}: {what} | {r.num_layers} | {100 * r.quantized_share:.1f}% | "
-                + " | ".join(_mib(counts[s]) for s in SCHEMES)
-                + f" | {r.ratio_vs_fp16('w8a8', part):.2f}x | {r.ratio_vs_fp16('w4a4', part):.2f}x |"
-            )
-    lines += [
-        "",
-        "Exact bytes:",
-        "",
-        "| model | scope | part | parameters | " + " | ".join(s.upper() for s in SCHEMES) + " |",
-        "|---|---|---|---:|" + "---:|" * len(SCHEMES),
-    ]
+            rows.append([r.name, f"{r.scope}: {what}", r.num_layers, f"{100 * r.quantized_share:.1f}%",
+                         *(_mib(counts[s]) for s in SCHEMES),
+                         f"{r.ratio_vs_fp16('w8a8', part):.2f}x", f"{r.ratio_vs_fp16('w4a4', part):.2f}x"])
+    exact = []
     for r in reports:
-        for part, params in (
-            ("quantized layers", r.quantized_params),
-            ("whole model", r.total_params),
-        ):
-            counts = r.layers if part == "quantized layers" else r.model
-            lines.append(
-                f"| {r.name} | {r.scope} | {part} | {params:,} | "
-                + " | ".join(f"{counts[s]:,}" for s in SCHEMES)
-                + " |"
-            )
-    return "\n".join(lines)
+        for part, params, counts in (("quantized layers", r.quantized_params, r.layers),
+                                     ("whole model", r.total_params, r.model)):
+            exact.append([r.name, r.scope, part, f"{params:,}", *(f"{counts[s]:,}" for s in SCHEMES)])
+    return (markdown_table(header, rows, right=[False, False] + [True] * (len(header) - 2))
+            + "\n\nExact bytes:\n\n"
+            + markdown_table(["model", "scope", "part", "parameters", *(s.upper() for s in SCHEMES)],
+                             exact, right=[False] * 3 + [True] * (1 + len(SCHEMES))))
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ class VGGTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VGGTConfig":
+    def from_dict(cls, d: dict) -> VGGTConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

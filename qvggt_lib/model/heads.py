@@ -18,7 +18,6 @@ from torch import nn
 from .config import VGGTConfig
 from .layers import Block, Mlp
 
-
 # --------------------------------------------------------------------------- camera head
 
 

@@ -1,26 +1,34 @@
-"""Quantization of VGGT: building blocks (quantizers, rotations, smoothing, GPTQ, QuantLinear),
-the target table, calibration, and the model-level API: quantize(model, method, bits, calibration) (alias quantize_model),
-save_quantized, load_quantized, load_any."""
+"""Quantization of VGGT: building blocks, the target table, observers, block reconstruction, NFDS, and quantize().
 
-from .api import (
+Where each idea lives (one module each):
+
+    quantizer.py       Q(x) = clamp(round(x / s)) s, learnable clips c = sigmoid(logit), the STE
+    hadamard.py        R = diag(v) H, the random Hadamard rotation, x R = fwht(x * v)
+    smoothing.py       s_j = max|x_j|^a / max|W_j|^(1-a), x' = (x R) / s, W' = (W R) * s, Order
+    gptq.py            GPTQ: columnwise rounding with the Hessian H = 2/n X^T X
+    linear.py          QuantLinear: y = Q_a((x R) / s) Q_w((W R) * s)^T + b
+    targets.py         which linears of which blocks are quantized (the wiring table)
+    observers.py       forward hooks: max|x|, max|x R|, Hessians, recorded inputs
+    reconstruction.py  block-wise reconstruction of s and the clips: min ||Q_block(X) - F(X)||^2
+    sampling.py        NFDS: noise score, frame-aware features, k-means, per-cluster draws
+    configs.py         one frozen config per method, bit parsing, the Table 4 ablations
+    api.py             quantize(model, method, bits, calibration)
+    report.py          QuantReport, what quantize() did
+    serialization.py   save_quantized / load_quantized / load_any
+"""
+
+from .api import quantize
+from .configs import (
     ABLATIONS,
     BITS,
     METHODS,
     GPTQConfig,
     QuantConfig,
-    QuantReport,
     QuantVGGTConfig,
     QuaRotConfig,
     RTNConfig,
     SmoothQuantConfig,
     make_config,
-)
-from .api import quantize
-from .api import quantize as quantize_model  # alias kept for readability in notebooks
-from .calibration import (
-    calibrate_blockwise,
-    calibration_scenes,
-    collect_linear_statistics,
 )
 from .gptq import HessianAccumulator, gptq_quantize_weight
 from .hadamard import (
@@ -32,6 +40,7 @@ from .hadamard import (
     rotate_linear_input,
 )
 from .linear import QuantLinear
+from .observers import AbsMaxObserver, collect_linear_statistics, record_inputs
 from .quantizer import (
     LearnableClip,
     Quantizer,
@@ -40,16 +49,14 @@ from .quantizer import (
     dequantize,
     fake_quantize,
     qparams_from_range,
-    quantize as quantize_tensor,
     round_ste,
 )
+from .quantizer import quantize as quantize_tensor
+from .reconstruction import calibrate_blockwise
+from .report import QuantReport
+from .sampling import SamplingConfig, calibration_scenes
 from .serialization import load_any, load_quantized, save_quantized
-from .smoothing import (
-    ActAbsMaxObserver,
-    smoothing_factors,
-    transform_input,
-    transform_weight,
-)
+from .smoothing import Order, smoothing_factors, transform_input, transform_weight
 from .targets import DEFAULT_SCOPES, SCOPES, quantizable_linears
 
 __all__ = [
@@ -58,10 +65,11 @@ __all__ = [
     "DEFAULT_SCOPES",
     "METHODS",
     "SCOPES",
-    "ActAbsMaxObserver",
+    "AbsMaxObserver",
     "GPTQConfig",
     "HessianAccumulator",
     "LearnableClip",
+    "Order",
     "QuaRotConfig",
     "QuantConfig",
     "QuantLinear",
@@ -71,6 +79,7 @@ __all__ = [
     "Quantizer",
     "RTNConfig",
     "RandomHadamard",
+    "SamplingConfig",
     "SmoothQuantConfig",
     "calibrate_blockwise",
     "calibration_scenes",
@@ -90,7 +99,7 @@ __all__ = [
     "quantizable_linears",
     "quantize",
     "quantize_tensor",
-    "quantize_model",
+    "record_inputs",
     "rotate_linear_input",
     "round_ste",
     "save_quantized",

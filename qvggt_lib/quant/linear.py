@@ -1,14 +1,12 @@
-"""QuantLinear: a simulated (fake-quant) DSFQ linear layer (QuantVGGT, Feng et al., 2025).
+"""QuantLinear, the simulated (fake-quant) DSFQ layer: y = Q_a((x R) / s) Q_w((W R) * s)^T + b.
 
-With a rotation R = H diag(v) and smoothing factors s [K], the layer computes
-
-    y = Q_a((x R) / s) Q_w((W R) * s)^T + b
-
-which equals x W^T + b when nothing is quantized. For the ablation's other order
-(order="smooth_then_rotate", smoothing.py) it computes Q_a((x / s) R) Q_w((W * s) R)^T + b.
+QuantVGGT (Feng et al., 2025), with a rotation R = H diag(v) and smoothing factors s [K]. It
+equals x W^T + b when nothing is quantized. For the ablation's other order
+(Order.SMOOTH_THEN_ROTATE, smoothing.py) it computes Q_a((x / s) R) Q_w((W * s) R)^T + b.
 Q_a and Q_w follow their QuantSpecs (the paper: dynamic per-token and per-output-channel,
-both symmetric), each with an optional learnable clip factor. To run GPTQ, feed it transformed_weight() and the Hessian of
-transform_input(x), then hand the result to set_quantized_weight.
+both symmetric), each with an optional learnable clip factor. To run GPTQ, feed it
+transformed_weight() and the Hessian of transform_input(x), then hand the result to
+set_quantized_weight.
 W R is fused once at construction (rotate_then_smooth; smooth_then_rotate keeps W and
 rotates W * s on every recomputation); Q_w((W R) * s) is cached in the buffer
 quantized_weight and reused in eval mode. In train mode (calibrating s and the clip factors
@@ -23,9 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .hadamard import RandomHadamard, rotate_linear_input
-from .quantizer import LearnableClip, Quantizer, QuantSpec, dequantize, quantize
-
-ORDERS = ("rotate_then_smooth", "smooth_then_rotate")
+from .quantizer import CLIP_INIT_LOGIT, LearnableClip, Quantizer, QuantSpec, dequantize, quantize
+from .smoothing import Order
 
 
 class QuantLinear(nn.Module):
@@ -44,12 +41,10 @@ class QuantLinear(nn.Module):
         act_quantizer: Quantizer | None,
         rotation: RandomHadamard | None = None,
         smooth: Tensor | None = None,
-        order: str = "rotate_then_smooth",
+        order: Order = Order.ROTATE_THEN_SMOOTH,
     ):
         super().__init__()
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-        self.order = order
+        self.order = Order.check(order)
         self.out_features, self.in_features = weight.shape
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
@@ -72,8 +67,8 @@ class QuantLinear(nn.Module):
         smooth: Tensor | None = None,
         learnable_weight_clip: bool = False,
         learnable_act_clip: bool = False,
-        clip_init_logit: float = 4.0,
-        order: str = "rotate_then_smooth",
+        clip_init_logit: float = CLIP_INIT_LOGIT,
+        order: Order = Order.ROTATE_THEN_SMOOTH,
     ) -> "QuantLinear":
         """Copy linear into a QuantLinear; linear itself is left untouched.
 
@@ -89,7 +84,7 @@ class QuantLinear(nn.Module):
             raise ValueError("learnable_weight_clip needs a weight_spec")
         if learnable_act_clip and act_spec is None:
             raise ValueError("learnable_act_clip needs an act_spec")
-        fuse_rotation = rotation is not None and order == "rotate_then_smooth"
+        fuse_rotation = rotation is not None and Order.check(order) is Order.ROTATE_THEN_SMOOTH
         source = rotate_linear_input(linear, rotation) if fuse_rotation else linear
         weight = source.weight.detach().clone()
         bias = None if linear.bias is None else linear.bias.detach().clone()
@@ -111,7 +106,7 @@ class QuantLinear(nn.Module):
     def transformed_weight(self) -> Tensor:
         """W' [N, K] before weight quantization: (W R) * s, or (W * s) R for smooth_then_rotate."""
         weight = self.weight if self.smooth is None else self.weight * self.smooth
-        if self.order == "smooth_then_rotate" and self.rotation is not None:
+        if self.order is Order.SMOOTH_THEN_ROTATE and self.rotation is not None:
             weight = self.rotation.rotate(weight)
         return weight
 
@@ -154,7 +149,7 @@ class QuantLinear(nn.Module):
 
     def transform_input(self, x: Tensor) -> Tensor:
         """x [..., K] -> (x R) / s (or (x / s) R), before activation quantization."""
-        rotate_first = self.order == "rotate_then_smooth"
+        rotate_first = self.order is Order.ROTATE_THEN_SMOOTH
         if self.rotation is not None and rotate_first:
             x = self.rotation.rotate(x)
         if self.smooth is not None:
@@ -178,5 +173,5 @@ class QuantLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"weight_bits={weight_bits}, act_bits={act_bits}, "
             f"rotation={self.rotation is not None}, smooth={self.smooth is not None}"
-            + ("" if self.order == "rotate_then_smooth" else f", order={self.order}")
+            + ("" if self.order is Order.ROTATE_THEN_SMOOTH else f", order={self.order}")
         )

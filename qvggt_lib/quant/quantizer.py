@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 Granularity = Literal["per_tensor", "per_channel", "per_token", "per_group"]
 GRANULARITIES = ("per_tensor", "per_channel", "per_token", "per_group")
+CLIP_INIT_LOGIT = 4.0  # QuantVGGT's start of every learnable clip: c = sigmoid(4) = 0.982
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class LearnableClip(nn.Module):
     shape (N, 1): one factor per output channel of a weight [N, K] (LWC).
     """
 
-    def __init__(self, shape: tuple[int, ...] = (), init_logit: float = 4.0, device=None):
+    def __init__(self, shape: tuple[int, ...] = (), init_logit: float = CLIP_INIT_LOGIT, device=None):
         super().__init__()
         self.logit = nn.Parameter(torch.full(shape, float(init_logit), device=device))
 

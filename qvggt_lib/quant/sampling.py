@@ -3,7 +3,7 @@
 From N candidate scenes pick a few that are (1) not statistical outliers and (2) diverse.
 
 1. Noise filter. For candidate n and each of the L hooked layers l (the residual stream entering
-   norm1 of the last frame and global blocks) take the mean m_nl and variance v_nl over all its
+   norm1 of the last frame and global blocks, in execution order) take the mean m_nl and variance v_nl over all its
    tokens and channels. With μ_l, σ_l (ν_l, τ_l) the mean and std of m_nl (v_nl) over the N,
 
        score_n = Σ_l [ ((m_nl - μ_l) / σ_l)² + ((v_nl - ν_l) / τ_l)² ],
@@ -24,13 +24,46 @@ K = 8 and 40 samples (code: 5 and 20); every random choice is seeded (code: unse
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
+from .observers import hooks
+
 METHODS = ("random", "filtered", "clustered", "nfds")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to pick a calibration set: ``num_samples`` of a pool of ``pool_size`` calib-split scenes.
+
+    method: "random", "filtered" (noise filter only), "clustered" (k-means only) or "nfds" (both).
+    num_frames, image_size: of each rendered candidate (image_size None: the model's img_size).
+    num_clusters (K), drop_fraction (p): the paper's 8 and 0.2. num_deep_blocks: the last blocks
+    whose statistics feed the noise filter (None: min(4, depth), as the paper). seed: every
+    random choice (k-means, the per-cluster draws, the random pick).
+    """
+
+    method: str = "nfds"
+    num_samples: int = 40
+    pool_size: int = 400
+    num_frames: int = 8
+    image_size: int | None = None
+    seed: int = 0
+    num_clusters: int = 8
+    drop_fraction: float = 0.2
+    num_deep_blocks: int | None = None
+
+    def __post_init__(self):
+        _check_args(self.method, self.num_samples, self.drop_fraction, self.pool_size)
+        for name in ("pool_size", "num_frames", "num_clusters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_candidates(model, candidates, need_frames: bool) -> list[torch.Tensor]:
@@ -57,17 +90,18 @@ def _forward_candidates(model, scenes, num_deep_blocks: int, progress: bool):
         raise ValueError(f"num_deep_blocks must be in [1, {depth}], got {num_deep_blocks}")
     captured: list[torch.Tensor] = []
 
-    def hook(module, args):  # args[0]: the residual stream entering norm1
+    def observe(args):  # args[0]: the residual stream entering norm1
         var, mean = torch.var_mean(args[0].float(), correction=0)
         captured.extend((mean, var))
 
-    blocks = [*agg.frame_blocks[-num_deep_blocks:], *agg.global_blocks[-num_deep_blocks:]]
-    handles = [block.norm1.register_forward_pre_hook(hook) for block in blocks]
+    depth = len(agg.frame_blocks)
+    names = [f"aggregator.{kind}.{i}.norm1" for kind in ("frame_blocks", "global_blocks")
+             for i in range(depth - num_deep_blocks, depth)]
     param, was_training = next(model.parameters()), model.training
     model.eval()
     stats, cosines = [], []
     try:
-        with torch.inference_mode():
+        with hooks(model, dict.fromkeys(names, observe)), torch.inference_mode():
             for scene in tqdm(scenes, desc="NFDS features", disable=not progress):
                 captured.clear()
                 layers, _ = agg(scene.to(param.device, param.dtype)[None])
@@ -76,15 +110,14 @@ def _forward_candidates(model, scenes, num_deep_blocks: int, progress: bool):
                 cos = F.cosine_similarity(frames[1:], frames[:1], dim=-1)
                 cosines.append(cos.double().cpu().numpy())
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     return np.stack(stats), cosines
 
 
 def deep_layer_statistics(model, images_list, num_deep_blocks: int = 4, progress=False):
-    """[N, 2L], L = 2 * num_deep_blocks: columns (mean, var) per layer, the last frame blocks then
-    the last global blocks, each over all tokens and channels of one candidate [S, 3, H, W]."""
+    """[N, 2L], L = 2 * num_deep_blocks: columns (mean, var) per layer in execution order (frame
+    and global blocks interleaved: frame d-n, global d-n, frame d-n+1, ...), each over all
+    tokens and channels of one candidate [S, 3, H, W]."""
     scenes = _check_candidates(model, images_list, need_frames=False)
     return _forward_candidates(model, scenes, num_deep_blocks, progress)[0]
 
@@ -228,3 +261,26 @@ def candidate_pool(num_candidates: int = 400, num_frames: int = 8, image_size: i
     return [torch.from_numpy(render_split("calib", start + i, num_frames=num_frames,
                                           image_size=image_size)["images"])
             for i in range(num_candidates)]
+
+
+def calibration_scenes(model, config: SamplingConfig = SamplingConfig(), pool: list[torch.Tensor] | None = None,
+                       features: tuple | None = None, progress: bool = False) -> list[torch.Tensor]:
+    """The ``config.num_samples`` calibration scenes [S, 3, H, W] that ``config`` picks.
+
+    pool: precomputed candidate_pool(...) scenes (else rendered: calib scenes
+    0..pool_size-1). features: precomputed (stats, frame features) of that pool from
+    collect_candidate_features, so that several picks (seeds, methods) share one forward per
+    candidate.
+    """
+    if pool is None:
+        pool = candidate_pool(config.pool_size, config.num_frames,
+                              config.image_size or model.config.img_size)
+    if config.method != "random" and features is None:
+        depth = len(model.aggregator.frame_blocks)
+        deep = min(4, depth) if config.num_deep_blocks is None else config.num_deep_blocks
+        features = collect_candidate_features(model, pool, deep, progress=progress)
+    stats, frame_features = features if features is not None else (None, None)
+    indices = select_from_features(stats, frame_features, config.num_samples, config.method,
+                                   config.drop_fraction, config.num_clusters, config.seed,
+                                   num_candidates=len(pool))
+    return [pool[i] for i in indices]

@@ -33,8 +33,10 @@ from ..model.checkpoint import (
     read_state_dict,
     with_digest,
 )
-from .api import CONFIGS, QuantConfig, QuantReport, convert_layers, layer_plans, layer_seed
+from .api import convert_layers, layer_plans
+from .configs import CONFIGS, QuantConfig, layer_seed
 from .linear import QuantLinear
+from .report import QuantReport
 
 FORMAT = "qvggt-quantized"
 # requantizing a stored weight moves it by ~1e-5 steps (the scale recomputed on another CPU moves

@@ -1,4 +1,6 @@
-"""Channel smoothing: the second half of DSFQ (SmoothQuant, Xiao et al., ICML 2023).
+"""Channel smoothing, the second half of DSFQ: s_j = max|X_j|^a / max|W_j|^(1-a) and the two orders.
+
+SmoothQuant (Xiao et al., ICML 2023):
 
 Dividing input channel j of X by s_j and multiplying column j of W by s_j leaves the layer
 unchanged, X W^T = (X diag(s)^-1)(W diag(s))^T, and moves quantization difficulty from
@@ -6,28 +8,45 @@ outlier activation channels to the weights:
 
     s_j = max_t |X_tj|^alpha / max_i |W_ij|^(1 - alpha),   alpha = 0.5,   s_j >= eps
 
-Three orders for the ablation, each an exact identity without quantization:
+With a rotation R as well, the order is the Table 4 ablation (Order); each row is an exact
+identity without quantization:
 
-    order                 x'              W'              statistics for s
-    "rotate_then_smooth"  (x R) / s       (W R) * s       max|x R|, max|W R|   DSFQ (paper)
-    "smooth_then_rotate"  (x / s) R       (W * s) R       max|x|,   max|W|
-    "smooth_only"         x / s           W * s           max|x|,   max|W|
+    order                        x'            W'            statistics for s
+    Order.ROTATE_THEN_SMOOTH     (x R) / s     (W R) * s     max|x R|, max|W R|   DSFQ (paper)
+    Order.SMOOTH_THEN_ROTATE     (x / s) R     (W * s) R     max|x|,   max|W|
+    no rotation (either order)   x / s         W * s         max|x|,   max|W|
 
 (s multiplies the columns of W: W * s == W diag(s).) QuantVGGT's paper computes s in the
 rotated space, c_j = max|(X H)_j|^alpha / max|(W H)_j|^(1 - alpha); its reference code takes
 the weight max of the unrotated W instead. Here the caller passes the statistics for its
-order: ActAbsMaxObserver(rotation) gives max|x R|, and smoothing_factors takes W R.
+order: observers.AbsMaxObserver(rotation) gives max|x R|, and smoothing_factors takes W R.
 """
 
-from typing import Literal
+from enum import Enum
 
-import torch
 from torch import Tensor
 
 from .hadamard import RandomHadamard
 
-SmoothingOrder = Literal["rotate_then_smooth", "smooth_then_rotate", "smooth_only"]
-SMOOTHING_ORDERS = ("rotate_then_smooth", "smooth_then_rotate", "smooth_only")
+
+class Order(str, Enum):
+    """Where the smoothing division sits relative to the rotation, in a layer that has both."""
+
+    ROTATE_THEN_SMOOTH = "rotate_then_smooth"  # (x R) / s: DSFQ
+    SMOOTH_THEN_ROTATE = "smooth_then_rotate"  # (x / s) R: the ablation
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @classmethod
+    def check(cls, order) -> "Order":
+        """order (an Order or its value) as an Order, or a ValueError naming the choices."""
+        try:
+            return cls(order)
+        except ValueError:
+            raise ValueError(f"order must be one of {[o.value for o in cls]}, got {order!r}") from None
 
 
 def smoothing_factors(
@@ -45,60 +64,31 @@ def smoothing_factors(
     return (act_absmax.pow(alpha) / weight_absmax.pow(1 - alpha)).clamp(min=eps)
 
 
-class ActAbsMaxObserver:
-    """Running per-channel max|x| (or max|x R| with a rotation) over every token seen.
-
-    Feed it with update(x), x: [..., K]; read absmax [K] (float32).
-    """
-
-    def __init__(self, rotation: RandomHadamard | None = None):
-        self.rotation = rotation
-        self.absmax: Tensor | None = None
-
-    @torch.no_grad()
-    def update(self, x: Tensor) -> None:
-        if self.rotation is not None:
-            x = self.rotation.rotate(x.float())
-        batch_absmax = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
-        self.absmax = (
-            batch_absmax if self.absmax is None else torch.maximum(self.absmax, batch_absmax)
-        )
-
-
-def _check(order: str, rotation: RandomHadamard | None) -> None:
-    if order not in SMOOTHING_ORDERS:
-        raise ValueError(f"order must be one of {SMOOTHING_ORDERS}, got {order!r}")
-    if (rotation is None) != (order == "smooth_only"):
-        raise ValueError(f"order {order!r} {'needs' if rotation is None else 'takes no'} rotation")
-
-
 def transform_input(
     x: Tensor,
     s: Tensor,
     rotation: RandomHadamard | None = None,
-    order: SmoothingOrder = "rotate_then_smooth",
+    order: Order = Order.ROTATE_THEN_SMOOTH,
 ) -> Tensor:
     """Activation side x' [..., K] of the table above."""
-    _check(order, rotation)
-    s = s.to(x)
-    if order == "rotate_then_smooth":
+    order, s = Order.check(order), s.to(x)
+    if rotation is None:
+        return x / s
+    if order is Order.ROTATE_THEN_SMOOTH:
         return rotation.rotate(x) / s
-    if order == "smooth_then_rotate":
-        return rotation.rotate(x / s)
-    return x / s
+    return rotation.rotate(x / s)
 
 
 def transform_weight(
     weight: Tensor,
     s: Tensor,
     rotation: RandomHadamard | None = None,
-    order: SmoothingOrder = "rotate_then_smooth",
+    order: Order = Order.ROTATE_THEN_SMOOTH,
 ) -> Tensor:
     """Weight side W' [N, K] of the table above, so that x' W'^T == x W^T."""
-    _check(order, rotation)
-    s = s.to(weight)
-    if order == "rotate_then_smooth":
+    order, s = Order.check(order), s.to(weight)
+    if rotation is None:
+        return weight * s
+    if order is Order.ROTATE_THEN_SMOOTH:
         return rotation.rotate(weight) * s
-    if order == "smooth_then_rotate":
-        return rotation.rotate(weight * s)
-    return weight * s
+    return rotation.rotate(weight * s)

@@ -33,6 +33,10 @@ from torch import nn
 
 BLOCK_LINEARS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # execution order in a Block
 LAYERNORM_FED = {"attn.qkv": "norm1", "mlp.fc1": "norm2"}  # linear -> the LayerNorm feeding it
+# Where a Block's activations can be observed (an input hook on the module): the residual
+# stream entering the block (norm1's input), then the input of each linear.
+SITES = {"residual": "norm1", "qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1",
+         "fc2": "mlp.fc2"}
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,3 @@ def is_layernorm_fed(name: str) -> bool:
     """True for qkv and fc1 (their input is a LayerNorm output), False for proj and fc2."""
     return any(name.endswith("." + linear) for linear in LAYERNORM_FED)
 
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the submodule called ``name`` (a named_modules() name) by ``module``."""
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)

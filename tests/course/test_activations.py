@@ -2,7 +2,13 @@
 
 import torch
 
-from qvggt_lib.course.activations import SITES, TOKEN_TYPES, _Accumulator, activation_statistics, summarize
+from qvggt_lib.course.activations import (
+    SITES,
+    TOKEN_TYPES,
+    _Accumulator,
+    activation_statistics,
+    summarize,
+)
 from qvggt_lib.model import build_vggt
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from qvggt_lib import reconstruction_compare as rc
+from qvggt_lib.course import reconstruction_compare as rc
 from qvggt_lib.data import render_split
 from qvggt_lib.eval.evaluate import METRIC_KEYS, evaluate
 from qvggt_lib.model import build_vggt

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from qvggt_lib.quant import QuantSpec, RandomHadamard, fake_quantize, hadamard_matrix
 from qvggt_lib.course.rotation_analysis import (
     channel_absmax,
     layer_quant_errors,
@@ -13,6 +12,7 @@ from qvggt_lib.course.rotation_analysis import (
     predicted_token_error,
     relative_error,
 )
+from qvggt_lib.quant import QuantSpec, RandomHadamard, fake_quantize, hadamard_matrix
 
 
 def test_max_to_rms_bounds():

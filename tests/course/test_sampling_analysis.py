@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from qvggt_lib.course.sampling_analysis import candidate_statistics, subset_statistics
+from qvggt_lib.course.smoothing_analysis import quantize_from_statistics, smoothing_statistics
 from qvggt_lib.model import build_vggt
 from qvggt_lib.quant import QuantVGGTConfig, quantize
 from qvggt_lib.quant.sampling import collect_candidate_features, select_from_features
-from qvggt_lib.course.sampling_analysis import candidate_statistics, subset_statistics
-from qvggt_lib.course.smoothing_analysis import quantize_from_statistics, smoothing_statistics
 
 FRAMES, SIZE, N, DEEP = 3, 28, 6, 2
 

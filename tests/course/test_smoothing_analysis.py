@@ -3,6 +3,16 @@
 import pytest
 import torch
 
+from qvggt_lib.course.rotation_analysis import layer_quant_errors
+from qvggt_lib.course.smoothing_analysis import (
+    block_output_errors,
+    outlier_ratio,
+    prediction_errors,
+    quantize_from_statistics,
+    smoothed_layer_errors,
+    smoothed_layers,
+    smoothing_statistics,
+)
 from qvggt_lib.data import render_split
 from qvggt_lib.model import build_vggt
 from qvggt_lib.quant import (
@@ -14,16 +24,6 @@ from qvggt_lib.quant import (
     collect_linear_statistics,
     quantize,
     smoothing_factors,
-)
-from qvggt_lib.course.rotation_analysis import layer_quant_errors
-from qvggt_lib.course.smoothing_analysis import (
-    block_output_errors,
-    outlier_ratio,
-    prediction_errors,
-    quantize_from_statistics,
-    smoothed_layer_errors,
-    smoothed_layers,
-    smoothing_statistics,
 )
 
 FRAMES, SIZE = 3, 28
@@ -118,7 +118,7 @@ def test_quantize_from_statistics_options_and_refusals(model, calib):
         quantize_from_statistics(model, QuantVGGTConfig(), stats)
     with pytest.raises(ValueError, match="closed-form"):
         quantize_from_statistics(model, GPTQConfig(), stats)
-    with pytest.raises(ValueError, match="no statistics"):
+    with pytest.raises(ValueError, match="no activation statistics"):
         quantize_from_statistics(model, config, {})
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from qvggt_lib.course.activations import activation_statistics, token_groups
-from qvggt_lib.model import build_vggt
 from qvggt_lib.course.viz import (
     activation_fake_quantize,
     align_prediction,
@@ -23,6 +22,7 @@ from qvggt_lib.course.viz import (
     plot_training_evolution,
     quantization_error,
 )
+from qvggt_lib.model import build_vggt
 
 
 def small_model():

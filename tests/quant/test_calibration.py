@@ -4,19 +4,20 @@ import pytest
 import torch
 
 from qvggt_lib.model import build_vggt
-from qvggt_lib.quant.api import QuantVGGTConfig, quantize
-from qvggt_lib.quant.calibration import (
+from qvggt_lib.quant import reconstruction
+from qvggt_lib.quant.api import quantize
+from qvggt_lib.quant.configs import QuantVGGTConfig
+from qvggt_lib.quant.hadamard import RandomHadamard
+from qvggt_lib.quant.linear import QuantLinear
+from qvggt_lib.quant.observers import check_calibration, collect_linear_statistics
+from qvggt_lib.quant.reconstruction import (
     BlockInputs,
     calibrate_block,
     calibrate_blockwise,
-    calibration_scenes,
     capture_block_inputs,
-    check_calibration,
-    collect_linear_statistics,
     run_block,
 )
-from qvggt_lib.quant.hadamard import RandomHadamard
-from qvggt_lib.quant.linear import QuantLinear
+from qvggt_lib.quant.sampling import SamplingConfig, calibration_scenes
 from qvggt_lib.quant.targets import block_chains, quantizable_linears, target_blocks
 
 FRAMES, SIZE = 3, 28  # 2 x 2 patches + 5 special tokens: P = 9 tokens per frame
@@ -96,7 +97,7 @@ def test_calibration_feeds_global_blocks_the_global_layout():
                  lambda m, a: seen["frame"].add(tuple(a[0].shape))),
              q.aggregator.global_blocks[1].register_forward_pre_hook(
                  lambda m, a: seen["global"].add(tuple(a[0].shape)))]
-    calibrate_blockwise(fp, q, calib, epochs=1, progress=False)
+    calibrate_blockwise(fp, q, calib, QuantVGGTConfig(epochs=1), progress=False)
     for hook in hooks:
         hook.remove()
     assert seen == {"frame": {(FRAMES, 9, 128)}, "global": {(1, FRAMES * 9, 128)}}
@@ -161,12 +162,21 @@ def test_check_calibration_rejects_malformed_scenes():
 def test_calibration_scenes_pick_from_the_pool():
     model = small_model()
     pool = scenes(6, seed=1)
-    picked = calibration_scenes(model, "random", num_samples=3, pool=pool, seed=0)
+    picked = calibration_scenes(model, SamplingConfig("random", num_samples=3, seed=0), pool=pool)
     assert len(picked) == 3 and all(any(p is q for q in pool) for p in picked)
-    again = calibration_scenes(model, "random", num_samples=3, pool=pool, seed=0)
+    again = calibration_scenes(model, SamplingConfig("random", num_samples=3, seed=0), pool=pool)
     assert [id(p) for p in picked] == [id(p) for p in again]
-    nfds = calibration_scenes(model, "nfds", num_samples=2, pool=pool, num_clusters=2)
+    nfds = calibration_scenes(model, SamplingConfig("nfds", num_samples=2, num_clusters=2), pool=pool)
     assert len(nfds) == 2
+
+
+def test_sampling_config_refuses_bad_picks_before_any_forward():
+    with pytest.raises(ValueError, match="unknown method"):
+        SamplingConfig("kmeans")
+    with pytest.raises(ValueError, match="num_samples must be in"):
+        SamplingConfig(num_samples=50, pool_size=40)
+    with pytest.raises(ValueError, match="num_clusters must be a positive integer"):
+        SamplingConfig(num_clusters=0)
 
 
 def test_quantizable_linears_follow_execution_order():
@@ -184,11 +194,9 @@ def test_quantizable_linears_follow_execution_order():
 
 
 def test_a_block_that_calibration_makes_worse_keeps_its_initial_parameters(monkeypatch):
-    from qvggt_lib.quant import calibration
-
     def bad_training(block, inputs, targets, epochs, *args):  # a run that ends far off
         with torch.no_grad():
-            smooth, clips = calibration._learnable(block)
+            smooth, clips = reconstruction._learnable(block)
             for p in smooth + clips:
                 p.mul_(-3.0).add_(1.0)
         block.train().eval()  # refresh the cached weights, as calibrate_block does
@@ -196,7 +204,7 @@ def test_a_block_that_calibration_makes_worse_keeps_its_initial_parameters(monke
 
     fp, calib = small_model(outliers=True), scenes(2)
     start = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, calibrate=False, progress=False)
-    monkeypatch.setattr(calibration, "calibrate_block", bad_training)
+    monkeypatch.setattr(reconstruction, "calibrate_block", bad_training)
     worse = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, epochs=1, progress=False)
     blocks = worse.quant_report.blocks
     assert len(blocks) == 4 and all(b["restored"] and b["mse_after"] == b["mse_before"] for b in blocks)
@@ -210,13 +218,11 @@ def test_a_block_that_calibration_makes_worse_keeps_its_initial_parameters(monke
 def test_an_interrupted_calibration_resumes_after_the_last_finished_block(tmp_path, monkeypatch):
     """quantize(resume_file=...) records each calibrated block; a second run with the same file
     trains only the blocks that were missing and gives the same model, bit for bit."""
-    import qvggt_lib.quant.calibration as calibration_module
-
     fp, calib = small_model(outliers=True), scenes(2)
     config = QuantVGGTConfig(bits="w4a4", epochs=1)
     uninterrupted = quantize(fp, config, calibration=calib, progress=False)
     progress_file = tmp_path / "run.calibration-progress"
-    real_calibrate_block, calls = calibration_module.calibrate_block, []
+    real_calibrate_block, calls = reconstruction.calibrate_block, []
 
     def interrupted_after_two(*args, **kwargs):
         if len(calls) == 2:
@@ -224,7 +230,7 @@ def test_an_interrupted_calibration_resumes_after_the_last_finished_block(tmp_pa
         calls.append(1)
         return real_calibrate_block(*args, **kwargs)
 
-    monkeypatch.setattr(calibration_module, "calibrate_block", interrupted_after_two)
+    monkeypatch.setattr(reconstruction, "calibrate_block", interrupted_after_two)
     with pytest.raises(KeyboardInterrupt):
         quantize(fp, config, calibration=calib, progress=False, resume_file=progress_file)
     assert progress_file.exists()
@@ -233,7 +239,7 @@ def test_an_interrupted_calibration_resumes_after_the_last_finished_block(tmp_pa
         calls.append(1)
         return real_calibrate_block(*args, **kwargs)
 
-    monkeypatch.setattr(calibration_module, "calibrate_block", counted)
+    monkeypatch.setattr(reconstruction, "calibrate_block", counted)
     calls.clear()
     resumed = quantize(fp, config, calibration=calib, progress=False, resume_file=progress_file)
     assert len(calls) == 2  # 4 blocks: 2 restored from the file, 2 trained now
