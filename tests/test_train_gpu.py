@@ -1,9 +1,7 @@
-"""The GPU trainer's data path (scripts/train_gpu.py), on CPU: ring bank, batches, weight halves."""
+"""The GPU trainer's data path (qvggt_lib.train.gpu), on CPU: ring bank, batches, weight halves."""
 
-import importlib.util
 import json
 import multiprocessing as mp
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +9,7 @@ import torch
 from safetensors import safe_open
 
 from qvggt_lib.model import build_vggt, load_model
-
-spec = importlib.util.spec_from_file_location(
-    "train_gpu", Path(__file__).resolve().parents[1] / "scripts" / "train_gpu.py"
-)
-train_gpu = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_gpu)
+from qvggt_lib.train import gpu as train_gpu
 
 
 def fake_scene(value: int, size: int = 14) -> dict:
@@ -94,3 +87,25 @@ def test_join_halves_without_a_stored_config_says_what_to_do(tmp_path):
     train_gpu.save_halves(build_vggt("tiny", seed=1), tmp_path, {"step": "1"})
     with pytest.raises(ValueError, match="no model configuration"):
         train_gpu.join_halves(tmp_path, tmp_path / "x.safetensors")
+
+
+def test_settings_need_exactly_one_budget():
+    with pytest.raises(ValueError, match="exactly one of minutes"):
+        train_gpu.DeviceTrainSettings(out="x")
+    with pytest.raises(ValueError, match="exactly one of minutes"):
+        train_gpu.DeviceTrainSettings(out="x", minutes=1.0, steps=10)
+
+
+def test_a_short_cpu_run_writes_weights_run_record_and_evaluation(tmp_path):
+    settings = train_gpu.DeviceTrainSettings(
+        out=str(tmp_path), steps=2, device="cpu", frames_per_step=8, warmup_steps=1, workers=1,
+        prefill_workers=1, prefill=4, bank=8, eval_scenes=1)
+    metrics = train_gpu.train_on_device(settings)
+    assert {"auc30", "depth_abs_rel"} <= metrics.keys()
+    assert (tmp_path / "log.jsonl").exists()  # one line every 20 steps: empty after 2
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["steps"] == 2 and run["settings"]["frames_per_step"] == 8
+    assert json.loads((tmp_path / "eval.json").read_text())["num_scenes"] == 1
+    state = train_gpu.load_halves(tmp_path)
+    assert state.keys() == train_gpu.build_model(train_gpu.TrainConfig(steps=1)).state_dict().keys()
+    assert all(torch.isfinite(t).all() for t in state.values())

@@ -1,0 +1,1 @@
+"""Training the tiny VGGT: losses, the CPU trainer and the GPU trainer (``trainer``, ``gpu``)."""
