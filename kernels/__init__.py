@@ -13,9 +13,12 @@ Benchmarking:
 * ``bench``     -- ``python -m qvggt_kernels.bench``: per-GEMM benchmark at VGGT-1B shapes.
 * ``timing``    -- ``measure`` / ``median_ms``: the benchmarks' timing (median ms, peak memory).
 
-Every kernel wrapper takes ``backend="auto" | "triton" | "torch"``. ``auto`` runs Triton
-when a tensor is on CUDA or ``TRITON_INTERPRET=1`` is set, and the torch reference
-otherwise. ``backend="triton"`` on CPU tensors uses Triton's interpreter.
+Every kernel wrapper takes ``backend="auto" | "triton" | "torch" | "cpu"``. ``auto`` runs
+Triton when a tensor is on CUDA or ``TRITON_INTERPRET=1`` is set, and ``cpu`` otherwise: the
+torch reference, except that the GEMMs run ``torch._int_mm`` (exact int32 accumulation, so the
+same result bit for bit, much faster) and the fused activation quantization's FWHT runs as two
+small matmuls (``fwht_kronecker``: agrees with the butterflies to fp32 rounding). ``backend="triton"`` on CPU tensors uses Triton's
+interpreter.
 
 Typical W4A4 linear layer::
 
@@ -29,9 +32,10 @@ Typical W4A4 linear layer::
 """
 
 from ._dispatch import BACKENDS, HAS_TRITON, _use_triton
-from .act_quant import quantize_per_token, quantize_per_token_reference
-from .fwht import fwht, fwht_reference
+from .act_quant import quantize_per_token, quantize_per_token_cpu, quantize_per_token_reference
+from .fwht import fwht, fwht_kronecker, fwht_reference
 from .gemm import (
+    int_matmul_cpu,
     int_matmul_reference,
     w4a4_matmul,
     w4a4_matmul_reference,
@@ -45,11 +49,14 @@ __all__ = [
     "HAS_TRITON",
     "_use_triton",
     "fwht",
+    "fwht_kronecker",
     "fwht_reference",
+    "int_matmul_cpu",
     "int_matmul_reference",
     "pack_int4",
     "pack_int4_reference",
     "quantize_per_token",
+    "quantize_per_token_cpu",
     "quantize_per_token_reference",
     "unpack_int4",
     "unpack_int4_reference",

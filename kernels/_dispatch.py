@@ -1,13 +1,17 @@
 """Backend selection shared by every kernel wrapper in ``qvggt_kernels``.
 
-Every public function takes ``backend="auto" | "triton" | "torch"``:
+Every public function takes ``backend="auto" | "triton" | "torch" | "cpu"``:
 
 * ``"torch"``  always runs the pure-PyTorch ``*_reference`` (any device).
 * ``"triton"`` always runs the Triton kernel. On CUDA tensors this is the compiled
   kernel; on CPU tensors it is Triton's *interpreter* (numpy emulation of the kernel,
   slow, for teaching and testing).
+* ``"cpu"``    CPU tensors only, the fast CPU path: the GEMMs run ``torch._int_mm`` (oneDNN's
+  int8 GEMM, int32 accumulation) and the reference epilogue, the reference's result bit for
+  bit; the activation quantization's FWHT runs as two small matmuls (``fwht_kronecker``, equal
+  to the butterflies to fp32 rounding); everything else runs the torch reference.
 * ``"auto"``   picks Triton when a tensor is on CUDA or when the environment variable
-  ``TRITON_INTERPRET=1`` is set, and the torch reference otherwise.
+  ``TRITON_INTERPRET=1`` is set, ``"cpu"`` for CPU tensors otherwise.
 
 Why the interpreter needs help. ``@triton.jit`` decides *at decoration time* (module
 import) whether it builds a compiled ``JITFunction`` or an ``InterpretedFunction``,
@@ -42,7 +46,7 @@ except ImportError:  # pragma: no cover - exercised only on machines without Tri
     InterpretedFunction = JITFunction = ()  # isinstance(x, ()) is always False
     HAS_TRITON = False
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "cpu")
 
 
 def interpret_env() -> bool:
@@ -55,11 +59,13 @@ def _use_triton(tensors: Iterable[torch.Tensor | None], backend: str) -> bool:
 
     Args:
         tensors: the call's tensor arguments (``None`` entries are ignored).
-        backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+        backend: one of ``BACKENDS``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
+    if backend == "cpu" and any(t is not None and t.device.type != "cpu" for t in tensors):
+        raise ValueError("backend='cpu' runs CPU tensors; use 'auto' or 'triton' on a GPU")
+    if backend in ("torch", "cpu"):
         return False
     if backend == "triton":
         if not HAS_TRITON:

@@ -75,7 +75,7 @@ from ._dispatch import (
     is_interpreted,
     launchable,
 )
-from .fwht import FLOAT_DTYPES, check_hadamard_size, fwht_reference, min_block_m
+from .fwht import FLOAT_DTYPES, check_hadamard_size, fwht_kronecker, fwht_reference, min_block_m
 
 if HAS_TRITON:
     import triton
@@ -206,7 +206,8 @@ def quantize_per_token_reference(
     if pre_scale is not None:
         y = y * pre_scale
     if hadamard:
-        y = fwht_reference(y)
+        with torch.profiler.record_function("qvggt::hadamard"):  # a profiler label (microseconds)
+            y = fwht_reference(y)
     if smooth is not None:
         y = y / smooth
     qmax = 2 ** (bits - 1) - 1
@@ -221,6 +222,42 @@ def quantize_per_token_reference(
     scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
     q = round_half_to_even(y / scale[:, None]).clamp_(-qmax - 1, qmax)
     q = torch.where(bad[:, None], torch.zeros_like(q), q)  # non-finite rows: codes 0, scale NaN
+    return q.to(torch.int8), scale
+
+
+def quantize_per_token_cpu(
+    x: torch.Tensor,
+    bits: int,
+    hadamard: bool = False,
+    smooth: torch.Tensor | None = None,
+    clip: float | None = None,
+    pre_scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU path: the reference's arithmetic in the same order, but in place on one fp32
+    buffer (each step of the reference allocates a new [M, K] tensor, which costs as much as
+    the step), and the FWHT as two small matmuls (``fwht_kronecker``). Without the Hadamard it
+    is the reference bit for bit; with it, scales agree to fp32 rounding (module docstring)."""
+    k = x.shape[-1]
+    y = x.reshape(-1, k).to(torch.float32)
+    own = False  # may y be written in place (not a view of x)?
+    if pre_scale is not None:
+        y, own = y * pre_scale, True
+    if hadamard:
+        with torch.profiler.record_function("qvggt::hadamard"):
+            y, own = fwht_kronecker(y), True
+    if smooth is not None:
+        y, own = (y.div_(smooth) if own else y / smooth), True
+    qmax = 2 ** (bits - 1) - 1
+    amax = y.abs().amax(dim=1) if k > 0 else y.new_zeros(y.shape[0])
+    bad = ~torch.isfinite(amax)  # a NaN or an Inf in the row makes its max of |y| non-finite
+    if clip is not None:
+        amax = amax * clip
+    scale = amax / torch.full_like(amax, qmax)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
+    q = (y.div_(scale[:, None]) if own else y / scale[:, None]).round_().clamp_(-qmax - 1, qmax)
+    if bool(bad.any()):
+        q[bad] = 0  # non-finite rows: codes 0, scale NaN
     return q.to(torch.int8), scale
 
 
@@ -245,8 +282,10 @@ def quantize_per_token(
         x: ``[..., K]`` fp32/fp16/bf16, contiguous; leading dims are flattened to ``M``.
         bits: 2..8 (4 for W4A4, 8 for W8A8).
         hadamard: apply the orthonormal FWHT along K first (K must be a power of two). The
-            two backends then agree to rounding error, not bit for bit: a code can differ by
-            one step near a rounding tie (module docstring).
+            backends then agree to rounding error, not bit for bit: a code can differ by one
+            step near a rounding tie (module docstring). Triton and ``"cpu"`` (and ``"auto"`` on
+            CPU tensors, which runs ``fwht_kronecker``) each sum in their own order; ``"torch"``
+            is the reference butterflies.
         smooth: optional fp32 ``[K]``; the (rotated) row is divided by it. Entries should be
             finite and non-zero (negative values are allowed); a zero or non-finite entry makes
             every row non-finite (see below). Not checked here: that would cost a device sync
@@ -294,6 +333,8 @@ def quantize_per_token(
     check_same_device(x=x, smooth=smooth, pre_scale=pre_scale)
     check_contiguous(x=x, smooth=smooth, pre_scale=pre_scale)
     if not _use_triton([x, smooth, pre_scale], backend):
+        if backend in ("auto", "cpu") and x.device.type == "cpu":
+            return quantize_per_token_cpu(x, bits, hadamard, smooth, clip, pre_scale)
         return quantize_per_token_reference(x, bits, hadamard, smooth, clip, pre_scale)
 
     # 2. allocate

@@ -220,6 +220,16 @@ def int_matmul_reference(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
     return acc.to(torch.int32)
 
 
+def int_matmul_cpu(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
+    """Exact ``xq @ wq.T`` as int32 ``[M, N]`` on the CPU with ``torch._int_mm``: oneDNN's int8
+    GEMM, int32 accumulation (VNNI / AMX instructions where the CPU has them), any M, K, N.
+    Where this torch has no CPU ``_int_mm`` it falls back to ``int_matmul_reference``."""
+    try:
+        return torch._int_mm(xq, wq.t())
+    except (RuntimeError, NotImplementedError):  # arguments are checked: only support is missing
+        return int_matmul_reference(xq, wq)
+
+
 def _epilogue_reference(acc, x_scale, w_scale, bias, out_dtype):
     out = acc.to(torch.float32) * x_scale[:, None] * w_scale[None, :]
     if bias is not None:
@@ -288,6 +298,9 @@ def _qgemm(xq, x_scale, w, w_scale, bias, out_dtype, w_int4, backend):
     # 1. checks
     m, n, k = _check_gemm_args(xq, x_scale, w, w_scale, bias, out_dtype, w_int4)
     if not _use_triton([xq, w], backend):
+        if backend in ("auto", "cpu") and xq.device.type == "cpu" and m * n:  # int4 stored, int8 math
+            wq = unpack_int4_reference(w) if w_int4 else w
+            return _epilogue_reference(int_matmul_cpu(xq, wq), x_scale, w_scale, bias, out_dtype)
         ref = w4a4_matmul_reference if w_int4 else w8a8_matmul_reference
         return ref(xq, x_scale, w, w_scale, bias, out_dtype)
     # 2. allocate
@@ -329,10 +342,12 @@ def w4a4_matmul(
         w_scale: fp32 ``[N]``.
         bias: optional ``[N]`` fp16/bf16/fp32.
         out_dtype: float16, bfloat16 or float32.
-        backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+        backend: ``"auto"``, ``"triton"``, ``"torch"`` (the reference) or ``"cpu"``
+            (``int_matmul_cpu``: the weights unpacked to int8, then ``torch._int_mm``).
 
     Returns:
-        ``[M, N]`` in ``out_dtype``; the integer accumulation is exact (int32).
+        ``[M, N]`` in ``out_dtype``; the integer accumulation is exact (int32), so every
+        backend gives the reference's result bit for bit.
 
     Raises:
         ValueError: ``K > MAX_K_W4A4`` (2097151; even K, so at most 2097150), where int8

@@ -7,7 +7,9 @@ times, each call timed on its own, and returns ``(median ms, peak bytes or None)
 * CUDA: two CUDA events around each call (the GPU's clock), then ``torch.cuda.synchronize``
   before the next call. The peak is ``torch.cuda.max_memory_allocated`` after a reset just
   before the timed calls: everything allocated on that device, inputs and weights included.
-* anything else: ``time.perf_counter`` around each call; the peak is None.
+* anything else: ``time.perf_counter`` around each call; the peak is None (there are no
+  allocator statistics for CPU tensors). ``cpu_peak_bytes(fn)`` measures what one call
+  allocates at its peak, from the profiler's allocation and free events.
 
 A timed CUDA call includes the host's launch time when the GPU has nothing queued before it.
 ``before`` (called untimed before each timed call) can queue such work, e.g. ``l2_flush``,
@@ -102,3 +104,24 @@ def l2_flush(
     """
     buffer = torch.empty(nbytes, dtype=torch.int8, device=device)
     return buffer.zero_
+
+
+def cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """The most bytes that one call of ``fn`` holds allocated at once on the CPU (its temporaries
+    and outputs; tensors that existed before the call are not counted).
+
+    One call runs under ``torch.profiler`` with memory profiling: every op's own allocations
+    and every free are events in time, and their running sum peaks at the answer.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+        del out
+    changes = sorted((e.time_range.start, e.self_cpu_memory_usage if e.name != "[memory]"
+                      else e.cpu_memory_usage) for e in prof.events())
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return peak

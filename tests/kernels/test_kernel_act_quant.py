@@ -10,7 +10,7 @@ from qvggt_kernels._dispatch import _use_triton
 
 needs_triton = pytest.mark.skipif(not qk.HAS_TRITON, reason="triton is not installed")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
+BACKENDS = ["torch", "cpu", pytest.param("triton", marks=needs_triton)]
 
 
 def random_smooth(k, device=DEVICE):
@@ -326,8 +326,8 @@ def test_scale_formula_uses_qmax():
 @pytest.mark.parametrize("hadamard", [False, True])
 def test_clip_ratio_matches_fake_quant_and_reference(backend, hadamard):
     """scale = (c * max|y|) / qmax, values beyond the clipped range saturate; the reference and
-    the library's fake quantizer agree bit for bit, and so does the Triton kernel without the
-    Hadamard (with it: scales to fp32 rounding, codes within one step)."""
+    the library's fake quantizer agree bit for bit, and so do the Triton kernel and the CPU path
+    without the Hadamard (with it: scales to fp32 rounding, codes within one step)."""
     from qvggt_lib.quant.quantizer import QuantSpec, compute_qparams, quantize
 
     x = torch.randn(19, 64) * 3
@@ -338,7 +338,7 @@ def test_clip_ratio_matches_fake_quant_and_reference(backend, hadamard):
         x.to(DEVICE), 4, hadamard=hadamard, smooth=smooth.to(DEVICE), clip=clip, backend=backend
     )
     q_ref, scale_ref = qk.quantize_per_token_reference(x, 4, hadamard, smooth, clip)
-    if backend == "triton" and hadamard:  # the kernel's FWHT sums in another order
+    if backend in ("triton", "cpu") and hadamard:  # their FWHTs sum in another order
         torch.testing.assert_close(scale.cpu(), scale_ref, rtol=1e-5, atol=0)
         assert int((q.cpu().int() - q_ref.int()).abs().max()) <= 1
     else:
@@ -355,3 +355,22 @@ def test_clip_ratio_matches_fake_quant_and_reference(backend, hadamard):
         qk.quantize_per_token(x, 4, clip=0.0)
     with pytest.raises(TypeError, match="clip"):
         qk.quantize_per_token(x, 4, clip=torch.tensor(0.5))
+
+
+@pytest.mark.parametrize("m,k,dtype,use_smooth,pre", [(37, 64, F32, False, False), (9, 16, BF16, True, True),
+                                                      (40, 1024, F32, True, True), (3, 4096, F16, True, False)])
+def test_cpu_backend_with_hadamard_agrees_with_the_reference(m, k, dtype, use_smooth, pre):
+    """The CPU path's FWHT is two small matmuls (fwht_kronecker): the same transform, summed in
+    another order, so as for Triton the scales agree to fp32 rounding and a code may move by one
+    step near a tie; without the Hadamard it is the reference, bit for bit."""
+    x = (torch.randn(m, k) * 3).to(dtype)
+    smooth = random_smooth(k).cpu() if use_smooth else None
+    signs = (torch.randint(0, 2, (k,)) * 2 - 1).float() if pre else None
+    q, scale = qk.quantize_per_token(x, 4, hadamard=True, smooth=smooth, pre_scale=signs, backend="cpu")
+    q_ref, scale_ref = qk.quantize_per_token_reference(x, 4, hadamard=True, smooth=smooth, pre_scale=signs)
+    torch.testing.assert_close(scale, scale_ref, rtol=1e-5, atol=0)
+    diff = (q.int() - q_ref.int()).abs()
+    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+    q, scale = qk.quantize_per_token(x, 4, smooth=smooth, backend="cpu")
+    q_ref, scale_ref = qk.quantize_per_token_reference(x, 4, smooth=smooth)
+    assert torch.equal(q, q_ref) and torch.equal(scale, scale_ref)

@@ -74,3 +74,11 @@ def test_errors():
         qk.fwht(torch.ones(2, 8, dtype=torch.int32))
     with pytest.raises(ValueError, match="contiguous"):
         qk.fwht(torch.randn(8, 4).t())
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 128, 512, 1024, 4096])
+def test_kronecker_fwht_is_the_same_transform(n):
+    """H_n = H_a (x) H_b: two small matmuls give the butterflies' result to fp32 rounding."""
+    x = torch.randn(5, n, generator=torch.Generator().manual_seed(n))
+    torch.testing.assert_close(qk.fwht_kronecker(x), qk.fwht_reference(x), rtol=1e-5, atol=1e-5)
+    assert qk.fwht_kronecker(x.half()).dtype == torch.float16

@@ -7,7 +7,7 @@ from qvggt_kernels.gemm import INT32_MAX, MAX_K_W4A4, MAX_K_W8A8
 
 needs_triton = pytest.mark.skipif(not qk.HAS_TRITON, reason="triton is not installed")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
+BACKENDS = ["torch", "cpu", pytest.param("triton", marks=needs_triton)]
 
 # (M, N, K): M not a multiple of the block, N = 1, K not a multiple of BLOCK_K, K = 4096
 SHAPES = [(37, 1, 64), (37, 45, 100), (70, 33, 66), (1, 130, 128), (5, 7, 4096)]
@@ -143,7 +143,7 @@ needs_cuda_triton = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_cuda_triton)])
+@pytest.mark.parametrize("backend", ["torch", "cpu", pytest.param("triton", marks=needs_cuda_triton)])
 def test_w4a4_at_the_k_limit_is_exact(backend):
     k = MAX_K_W4A4 - 1  # 2097150, the largest even K
     xq = torch.full((1, k), -128, dtype=torch.int8, device=DEVICE)
@@ -209,3 +209,37 @@ def test_errors():
         qk.w4a4_matmul(xq, xs, wp, ws, out_dtype=torch.int32)
     with pytest.raises(ValueError, match="contiguous"):
         qk.w8a8_matmul(xq, xs, torch.zeros(8, 3, dtype=torch.int8).t(), ws)
+
+
+# odd and tiny shapes included: M = 1, K not a multiple of 8, N odd (oneDNN's tiles do not divide them)
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 64, 64), (3, 18, 5), (17, 100, 33), (40, 256, 96), (0, 16, 8)])
+@pytest.mark.parametrize("w_bits", [4, 8])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_cpu_backend_is_the_reference_bit_for_bit(m, k, n, w_bits, out_dtype):
+    """torch._int_mm accumulates exactly in int32 and the epilogue is the reference's own, so the
+    CPU backend (what "auto" picks on CPU tensors) must equal the reference exactly."""
+    g = torch.Generator().manual_seed(m * 1000 + k + n)
+    lo, hi = (-8, 8) if w_bits == 4 else (-128, 128)
+    xq = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+    wq = torch.randint(lo, hi, (n, k), generator=g, dtype=torch.int8)
+    xs, ws = torch.rand(m, generator=g) + 0.1, torch.rand(n, generator=g) + 0.1
+    bias = torch.randn(n, generator=g)
+    ref = run(w_bits, xq, xs, wq, ws, bias, out_dtype, "torch")
+    for backend in ("cpu", "auto"):
+        assert torch.equal(run(w_bits, xq, xs, wq, ws, bias, out_dtype, backend), ref), backend
+
+
+def test_cpu_backend_refuses_gpu_tensors_and_int_mm_falls_back(monkeypatch):
+    def no_int_mm(*args):
+        raise RuntimeError("_int_mm is not implemented for CPU here")
+
+    xq = torch.randint(-128, 128, (5, 32), dtype=torch.int8)
+    wq = torch.randint(-128, 128, (7, 32), dtype=torch.int8)
+    expected = qk.int_matmul_reference(xq, wq)
+    assert torch.equal(qk.int_matmul_cpu(xq, wq), expected)
+    monkeypatch.setattr(torch, "_int_mm", no_int_mm)  # an older torch without the CPU kernel
+    assert torch.equal(qk.int_matmul_cpu(xq, wq), expected)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="backend='cpu' runs CPU tensors"):
+            qk.w8a8_matmul(xq.cuda(), torch.ones(5).cuda(), wq.cuda(), torch.ones(7).cuda(),
+                           backend="cpu")
