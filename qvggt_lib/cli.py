@@ -1,4 +1,4 @@
-"""``qvggt`` command line: demo, train, eval, quantize, table."""
+"""``qvggt`` command line: demo, train, eval, quantize, table, bench."""
 
 from __future__ import annotations
 
@@ -202,6 +202,27 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Time the deployed aggregator (fp32, bf16, W8A8, W4A8, W4A4) on this machine's CPU (or GPU)."""
+    from .deploy.bench import BenchSettings, breakdown_table, run, shape_table, table
+
+    torch.set_num_threads(args.threads)
+    frames = args.frames or ([1] if args.model == "vggt-1b" else [8])
+    settings = BenchSettings(frames=frames, schemes=args.schemes, warmup=args.warmup, iters=args.iters,
+                             config=args.model, depth=args.depth, device=args.device)
+    print(f"{args.model} aggregator with random weights (right for speed, meaningless for accuracy), "
+          f"{args.threads} thread(s); timing, then the shapes and one block's breakdown", flush=True)
+    results = run(settings, args.json, shapes=not args.no_shapes, breakdown=not args.no_shapes)
+    print(table(results))
+    if results["shapes"]:
+        print(f"\nper linear shape, ms (the GEMM alone in parentheses):\n\n{shape_table(results)}")
+    if results["breakdown"]:
+        print(f"\none frame block, ms (share of the block):\n\n{breakdown_table(results)}")
+    if args.json is not None:
+        print(f"wrote {args.json}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error: ...`` on stderr and exit code 2."""
 
@@ -332,6 +353,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first test scene index")
     tb.add_argument("--json", default=None, help="also write the rows to this JSON file")
     tb.set_defaults(func=cmd_table)
+
+    from .deploy.bench import SCHEMES
+
+    be = sub.add_parser("bench", help="speed of the deployed aggregator: fp32, bf16, w8a8, w4a8, w4a4 "
+                        "(random weights), end to end, per linear shape and per op", **defaults)
+    be.add_argument("--model", default="tiny", choices=("tiny", "vggt-1b"), help="architecture preset")
+    be.add_argument("--frames", type=POSITIVE, nargs="+", default=None,
+                    help="frame counts (default: 8 for tiny, 1 for vggt-1b)")
+    be.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES))
+    be.add_argument("--depth", type=POSITIVE, default=None, help="fewer block pairs (a quicker run)")
+    be.add_argument("--warmup", type=NON_NEGATIVE, default=1, help="untimed calls first")
+    be.add_argument("--iters", type=POSITIVE, default=5, help="timed calls (the median is reported)")
+    be.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    be.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
+    be.add_argument("--no-shapes", dest="no_shapes", action="store_true",
+                    help="skip the per-shape table and the block breakdown")
+    be.add_argument("--json", default=None, help="write every number to this JSON file")
+    be.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -182,6 +182,29 @@ def test_deployed_model_matches_simulation(dsfq, float_model, images):
     assert flips / total < 1e-2
 
 
+def test_cpu_backend_agrees_with_the_reference_backend(dsfq, float_model, images):
+    """backend="cpu" (what "auto" picks on CPU): int8 GEMMs by torch._int_mm (exact int32 sums,
+    the reference epilogue) and the FWHT as two small matmuls (fp32 rounding apart). Per layer on
+    the same input: codes within one step, outputs within 1e-5; whole model: as close to the
+    reference backend as the deployed chain is to the simulation (FLIP_SHARE)."""
+    _, dep = dsfq
+    fast = copy.deepcopy(dep)
+    for layer in deployed_layers(fast).values():
+        layer.backend = "cpu"
+    _, inputs = run_with_inputs(dep, images, (Int4Linear, Int8Linear))
+    for name, x in inputs.items():
+        ref_layer, fast_layer = deployed_layers(dep)[name], deployed_layers(fast)[name]
+        q_ref, _ = ref_layer.quantize_input(x)
+        q, _ = fast_layer.quantize_input(x)
+        assert int((q.int() - q_ref.int()).abs().max()) <= 1, name
+        with torch.no_grad():
+            assert rel_err(fast_layer(x), ref_layer(x)) < 1e-5 or not torch.equal(q, q_ref), name
+    with torch.no_grad():
+        ref, out, fp = dep(images), fast(images), float_model(images)
+    for key in OUTPUTS:
+        assert rel_err(out[key], ref[key]) <= max(1e-5, FLIP_SHARE * rel_err(ref[key], fp[key])), key
+
+
 def test_deploy_leaves_the_input_model_untouched(float_model, images):
     sim = quantized(float_model, images, QuantVGGTConfig(bits="w4a4", calibrate=False))
     before = {k: v.clone() for k, v in sim.state_dict().items()}
@@ -447,8 +470,38 @@ def test_bench_e2e_smoke(tmp_path):
     assert {(r["scheme"], r["frames"]) for r in rows} == {
         (s, f) for s in ("fp32", "bf16", "w8a8", "w4a4") for f in (1, 2)
     }
-    assert all(r["ms"] > 0 for r in rows)
+    assert all(r["ms"] > 0 and r["model"] == "tiny" for r in rows)
     weights = {r["scheme"]: r["weight_bytes"] for r in rows}
-    assert weights["fp32"] > weights["bf16"] > weights["w8a8"] > weights["w4a4"]
+    # on CPU everything around the int layers stays fp32, so only the block linears shrink
+    assert weights["fp32"] > weights["bf16"] and weights["fp32"] > weights["w8a8"] > weights["w4a4"]
+    assert all(r["peak_bytes"] > r["weight_bytes"] for r in rows)  # weights + one forward's tensors
     assert json.loads((tmp_path / "bench.json").read_text())["rows"] == rows
     assert "| scheme | frames |" in bench.table(results)
+    assert results["threads"] == torch.get_num_threads() and results["isa"]
+
+
+def test_bench_shapes_and_block_breakdown(tmp_path):
+    settings = bench.BenchSettings(frames=[2], warmup=0, iters=1, config="tiny", depth=2, device="cpu",
+                                   schemes=["fp32", "w8a8", "w4a4"])
+    results = bench.run(settings, shapes=True, breakdown=True)
+    assert {(r["K"], r["N"]) for r in results["shapes"]} == {(128, 384), (128, 128), (128, 512), (512, 128)}
+    assert all(r["w8a8_ms"] > 0 and r["w8a8_gemm_ms"] > 0 and r["fp32_ms"] > 0 for r in results["shapes"])
+    assert [b["scheme"] for b in results["breakdown"]] == ["w8a8", "w4a4"]
+    for b in results["breakdown"]:
+        parts = b["parts_ms"]
+        assert set(parts) == {"gemm", "activation quant.", "hadamard", "attention", "rest"}
+        assert parts["gemm"] > 0 and parts["hadamard"] > 0 and parts["attention"] > 0
+    assert "| K -> N |" in bench.shape_table(results) and "| scheme | tokens |" in bench.breakdown_table(results)
+
+
+def test_qvggt_bench_command_prints_and_writes_the_tables(tmp_path, capsys):
+    from qvggt_lib.cli import main
+
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--model", "tiny", "--depth", "1", "--frames", "1", "--iters", "1",
+                 "--warmup", "0", "--threads", "1", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| scheme | frames |" in out and "| K -> N |" in out and "one frame block" in out
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["scheme"] for r in rows} == {"fp32", "bf16", "w8a8", "w4a8", "w4a4"}
+    assert all({"scheme", "model", "frames", "ms", "peak_bytes"} <= set(r) for r in rows)

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from qvggt_kernels import quantize_per_token, unpack_int4, w4a4_matmul, w8a8_matmul
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from ..quant.hadamard import is_power_of_two
 
@@ -93,10 +94,12 @@ class IntLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected [..., {self.in_features}] inputs, got {list(x.shape)}")
-        q, scale = self.quantize_input(x)  # [M, K] int8, [M] fp32
+        with record_function("qvggt::activation_quant"):  # labels for bench.block_breakdown
+            q, scale = self.quantize_input(x)  # [M, K] int8, [M] fp32
         gemm = w4a4_matmul if self.packed else w8a8_matmul
-        y = gemm(q, scale, self.weight, self.weight_scale, self.bias, out_dtype=x.dtype,
-                 backend=self.backend)  # [M, N]
+        with record_function("qvggt::gemm"):
+            y = gemm(q, scale, self.weight, self.weight_scale, self.bias, out_dtype=x.dtype,
+                     backend=self.backend)  # [M, N]
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def _apply(self, fn, recurse=True):
