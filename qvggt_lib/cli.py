@@ -50,16 +50,27 @@ def cmd_train(args) -> int:
 def _load_for_eval(args):
     """The model to evaluate and its row label: ``--checkpoint`` (a save_checkpoint or a
     save_quantized file, told apart by its metadata) wins over ``--model`` (a shipped name)."""
+    return _load_named_or_file(args.model if args.checkpoint is None else args.checkpoint,
+                               is_file=args.checkpoint is not None)
+
+
+def _load_named_or_file(name_or_path: str, is_file: bool | None = None):
+    """A shipped pretrained name, or a float / quantized / deployed checkpoint file, and its label;
+    ``is_file=None``: a shipped name if there is one of that name, else a file."""
     from .model import CheckpointError, load_pretrained
+    from .model.checkpoint import PRETRAINED
     from .quant.serialization import load_any
 
+    if is_file is None:
+        is_file = name_or_path not in PRETRAINED
     try:
-        if args.checkpoint is not None:
-            path = Path(args.checkpoint)
+        if is_file:
+            path = Path(name_or_path)
             if not path.is_file():
-                raise FileNotFoundError(f"checkpoint {path} does not exist")
+                raise FileNotFoundError(f"checkpoint {path} does not exist "
+                                        f"(nor is it a shipped model: {', '.join(sorted(PRETRAINED))})")
             return load_any(path), path.stem
-        return load_pretrained(args.model), args.model
+        return load_pretrained(name_or_path), name_or_path
     except CheckpointError as exc:
         raise ValueError(str(exc)) from exc
 
@@ -132,7 +143,7 @@ def cmd_table(args) -> int:
     """Evaluate FP and every method x bits on the same scenes; print a Table-1-style markdown."""
     from .eval.evaluate import evaluate, save_json
     from .eval.results import quantize_and_evaluate
-    from .eval.tables import comparison_table
+    from .eval.tables import METHOD_NAMES, comparison_table, fidelity_table
     from .quant.configs import make_config
 
     torch.set_num_threads(args.threads)
@@ -144,10 +155,12 @@ def cmd_table(args) -> int:
     calibration = _calibration(args, model, configs)
     settings = {"num_scenes": args.scenes, "num_frames": args.frames, "seed": args.eval_seed,
                 "progress": not args.no_progress, "baselines": False}
-    rows = [{"method": "fp", "bits": "w16a16", "metrics": evaluate(model, **settings)}]
+    float_metrics = evaluate(model, **settings, keep_predictions=True)
+    reference = float_metrics.pop("predictions")  # the float model's outputs: the fidelity reference
+    rows = [{"method": "fp", "bits": "w16a16", "metrics": float_metrics}]
     for config in configs:
         row = quantize_and_evaluate(model, config, calibration,
-                                    lambda q_model: {"metrics": evaluate(q_model, **settings)},
+                                    lambda q_model: {"metrics": evaluate(q_model, **settings, reference=reference)},
                                     progress=not args.no_progress)
         rows.append({"method": config.method, "bits": config.bits,
                      "quantize_seconds": row["calibration_seconds"], "metrics": row["metrics"]})
@@ -157,6 +170,8 @@ def cmd_table(args) -> int:
           f"{args.calib_size} of {args.calib_pool}; retention = Q / FP x 100 (AUC), "
           "FP / Q x 100 (AbsRel: lower is better)")
     print(comparison_table(rows))
+    print("\n" + fidelity_table({f"{METHOD_NAMES[r['method']]} {r['bits'].upper()}": r["metrics"] for r in rows[1:]},
+                                 "FP"))
     if args.json is not None:
         for row in rows:
             row["metrics"].pop("per_scene", None)
@@ -187,16 +202,22 @@ def _add_quant_arguments(parser) -> None:
 def cmd_eval(args) -> int:
     """Evaluate a model on rendered test scenes; print a markdown table (model + baselines)."""
     from .eval.evaluate import evaluate, save_json
-    from .eval.tables import format_table
+    from .eval.tables import fidelity_table, format_table
 
     torch.set_num_threads(args.threads)
     model, label = _load_for_eval(args)
-    results = evaluate(model, num_scenes=args.scenes, num_frames=args.frames, seed=args.seed,
-                       split=args.split, image_size=args.image_size, progress=not args.no_progress,
-                       baselines=not args.no_baselines)
+    settings = {"num_scenes": args.scenes, "num_frames": args.frames, "seed": args.seed, "split": args.split,
+                "image_size": args.image_size, "progress": not args.no_progress}
+    reference = None
+    if args.reference is not None:
+        reference_model, reference_label = _load_named_or_file(args.reference)
+        reference = evaluate(reference_model, **settings, baselines=False, keep_predictions=True)["predictions"]
+    results = evaluate(model, **settings, baselines=not args.no_baselines, reference=reference)
     print(f"{label}: {results['num_scenes']} {results['split']} scenes (indices {args.seed}.."
           f"{args.seed + args.scenes - 1}) x {results['num_frames']} frames at {results['image_size']} px")
     print(format_table({label: results}))
+    if reference is not None:
+        print(f"\n{fidelity_table({label: results}, reference_label)}")
     if args.json is not None:
         print(f"wrote {save_json({'model': label, **results}, args.json)}")
     return 0
@@ -326,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="rendered split: train, val, test or calib")
     ev.add_argument("--image-size", dest="image_size", type=POSITIVE, default=None,
                     help="default: the model's img_size")
+    ev.add_argument("--reference", default=None,
+                    help="also score fidelity to this model (a shipped name or a checkpoint file): pose AUCs "
+                         "with its cameras as the truth, and depth / point / rotation differences")
     ev.add_argument("--json", default=None, help="also write the results to this JSON file")
     ev.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
     ev.add_argument("--no-baselines", dest="no_baselines", action="store_true",

@@ -140,24 +140,63 @@ def test_fidelity_to_a_reference_model(model):
     ref = ev.evaluate(model, **SMALL, baselines=False, keep_predictions=True)
     assert len(ref["predictions"]) == 2 and ref["predictions"][0]["depth"].shape == (3, 56, 56)
     same = ev.evaluate(model, **SMALL, baselines=False, reference=ref["predictions"])
-    assert same["fidelity"] == {key: 0.0 for key in ev.FIDELITY_KEYS}
+    assert same["fidelity"] == {**{key: 0.0 for key in ev.FIDELITY_KEYS}, **{key: 100.0 for key in ev.POSE_FIDELITY_KEYS}}
     other = build_vggt("tiny", seed=1).eval()
     diff = ev.evaluate(other, **SMALL, baselines=False, reference=ref["predictions"])["fidelity"]
     assert all(diff[key] > 0 for key in ev.FIDELITY_KEYS)
+    assert all(diff[key] < 100 for key in ev.POSE_FIDELITY_KEYS)
+    # tables take the distances beside the metrics; the pose AUCs would shadow the ground-truth ones
+    flat = ev.with_fidelity({**same, "fidelity": diff})
+    assert flat["auc30"] == same["auc30"] and flat["depth_rel_diff"] == diff["depth_rel_diff"]
     with pytest.raises(ValueError, match="reference has predictions for 2 scenes"):
         ev.evaluate(model, **{**SMALL, "num_scenes": 1}, reference=ref["predictions"])
 
 
 def test_fidelity_metrics_known_values():
     rot = np.stack([np.eye(3), np.eye(3)])
-    angle = np.radians(10.0)
+    angle = np.radians(10.5)  # off the integer thresholds of the AUC histogram
     turned = rot.copy()
     turned[1, :2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     ones = np.ones((2, 4, 4))
-    ref = {"depth": ones, "world_points": np.ones((2, 4, 4, 3)), "extrinsics": np.concatenate((rot, np.zeros((2, 3, 1))), -1)}
+    translations = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])[:, :, None]
+    ref = {"depth": ones, "world_points": np.ones((2, 4, 4, 3)), "extrinsics": np.concatenate((rot, translations), -1)}
     pred = {"depth": 1.1 * ones, "world_points": 0.5 * np.ones((2, 4, 4, 3)),
-            "extrinsics": np.concatenate((turned, np.zeros((2, 3, 1))), -1)}
+            "extrinsics": np.concatenate((turned, translations), -1)}
     got = ev.fidelity_metrics(pred, ref, ones.astype(bool))
     assert got["depth_rel_diff"] == pytest.approx(10.0)
     assert got["points_rel_diff"] == pytest.approx(50.0)
-    assert got["rotation_diff_deg"] == pytest.approx(5.0)  # mean of 0 and 10 degrees
+    assert got["rotation_diff_deg"] == pytest.approx(5.25)  # mean of 0 and 10.5 degrees
+    # one camera pair, relative rotation 10.5 degrees off, relative translation exact: its error is
+    # below the integer thresholds 11..30 (20 of 30), 11..15 (5 of 15), none of 1..5 or 1..3
+    assert [got[f"auc{t}"] for t in (30, 15, 5, 3)] == pytest.approx([200 / 3, 100 / 3, 0.0, 0.0])
+
+
+def test_cli_eval_reference_prints_and_writes_pose_fidelity(tmp_path, capsys):
+    checkpoint = save_checkpoint(build_vggt("tiny", seed=1), tmp_path / "random.safetensors")
+    other = save_checkpoint(build_vggt("tiny", seed=2), tmp_path / "other.safetensors")
+    out = tmp_path / "eval.json"
+    common = ["--scenes", "1", "--frames", "3", "--image-size", "56", "--threads", "1", "--no-progress",
+              "--no-baselines"]
+    assert main(["eval", "--checkpoint", str(checkpoint), "--reference", str(checkpoint), "--json", str(out),
+                 *common]) == 0
+    printed = capsys.readouterr().out
+    assert "fidelity to random" in printed and "AUC@5 vs ref." in printed
+    fidelity = json.loads(out.read_text())["fidelity"]
+    assert [fidelity[f"auc{t}"] for t in (30, 15, 5, 3)] == [100.0] * 4 and fidelity["depth_rel_diff"] == 0.0
+    assert main(["eval", "--checkpoint", str(checkpoint), "--reference", str(other), "--json", str(out),
+                 *common]) == 0
+    fidelity = json.loads(out.read_text())["fidelity"]
+    assert fidelity["auc3"] < 100 and fidelity["points_rel_diff"] > 0
+    assert main(["eval", "--checkpoint", str(checkpoint), "--reference", str(tmp_path / "nope"), *common]) == 2
+    assert "nor is it a shipped model" in capsys.readouterr().err
+
+
+def test_cli_table_scores_fidelity_to_the_float_model(tmp_path, capsys):
+    out = tmp_path / "table.json"
+    assert main(["table", "--methods", "rtn", "--bits", "w4a4", "--scenes", "1", "--frames", "3", "--calib", "random",
+                 "--calib-size", "1", "--calib-pool", "2", "--calib-frames", "2", "--threads", "1", "--no-progress",
+                 "--json", str(out)]) == 0
+    assert "| RTN W4A4 |" in capsys.readouterr().out.split("fidelity to FP")[1]
+    rows = json.loads(out.read_text())["rows"]
+    assert "fidelity" not in rows[0]["metrics"] and "predictions" not in rows[0]["metrics"]
+    assert set(ev.FIDELITY_KEYS) | set(ev.POSE_FIDELITY_KEYS) == set(rows[1]["metrics"]["fidelity"])

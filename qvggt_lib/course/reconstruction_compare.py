@@ -99,7 +99,8 @@ def compare(predictions: Mapping[str, Sequence[dict]], scenes: Sequence[dict],
     for name, preds in predictions.items():
         per_scene = []
         for pred, ref, scene in zip(preds, predictions[reference], scenes):
-            per_scene.append({**scene_metrics(pred, scene), **fidelity_metrics(pred, ref, scene["valid"])})
+            fidelity = fidelity_metrics(pred, ref, scene["valid"])  # its pose AUCs: not the GT ones
+            per_scene.append({**scene_metrics(pred, scene), **{key: fidelity[key] for key in FIDELITY_KEYS}})
         table[name] = {key: float(np.mean([s[key] for s in per_scene]))
                        for key in (*METRIC_KEYS, *FIDELITY_KEYS)}
         table[name]["num_scenes"] = len(scenes)

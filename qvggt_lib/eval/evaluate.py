@@ -31,7 +31,12 @@ over scenes of how far its outputs are from the reference model's outputs on the
 
 * ``depth_rel_diff``: mean |d - d_ref| / d_ref over valid pixels, percent;
 * ``points_rel_diff``: ||P - P_ref|| / ||P_ref|| over valid pixels (Frobenius), percent;
-* ``rotation_diff_deg``: mean angle between predicted and reference camera rotations.
+* ``rotation_diff_deg``: mean angle between predicted and reference camera rotations;
+* ``auc30``, ``auc15``, ``auc5``, ``auc3`` (``POSE_FIDELITY_KEYS``): the pose AUCs of the
+  accuracy metrics (pairwise relative rotation and translation errors, percent), with the
+  reference model's cameras in place of the ground truth. A coarse teaching model's own poses
+  are far from the ground truth (AUC@5 near 1), so the ground-truth AUCs cannot separate
+  quantizers at tight thresholds; against the float model's cameras they can (docs/fidelity.md).
 
 Trivial baseline
 ----------------
@@ -59,13 +64,14 @@ import torch
 
 from ..data import SPLITS, render_split
 from ..geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
-from ..metrics import reconstruction_metrics
+from ..metrics import camera_metrics, reconstruction_metrics
 
 METRIC_KEYS = (
     "auc30", "auc15", "auc5", "auc3", "rra30", "rta30",
     "depth_abs_rel", "depth_delta1", "point_acc", "point_comp", "point_nc",
 )
 FIDELITY_KEYS = ("depth_rel_diff", "points_rel_diff", "rotation_diff_deg")
+POSE_FIDELITY_KEYS = ("auc30", "auc15", "auc5", "auc3")  # under "fidelity": cameras vs the reference's
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -121,7 +127,8 @@ def scene_metrics(pred: dict, gt: dict) -> dict[str, float]:
 
 
 def fidelity_metrics(pred: dict, reference: dict, valid) -> dict[str, float]:
-    """``FIDELITY_KEYS`` of one scene: ``pred`` against ``reference`` (both from predict_scene)."""
+    """``FIDELITY_KEYS`` and ``POSE_FIDELITY_KEYS`` of one scene: ``pred`` against ``reference``
+    (both from predict_scene)."""
     valid = np.asarray(valid, dtype=bool)
     shapes = {np.shape(pred["depth"]), np.shape(reference["depth"]), valid.shape}
     if len(shapes) != 1:
@@ -140,7 +147,16 @@ def fidelity_metrics(pred: dict, reference: dict, valid) -> dict[str, float]:
         "depth_rel_diff": 100 * float(np.mean(np.abs(depth - depth_ref) / np.abs(depth_ref))),
         "points_rel_diff": 100 * float(np.linalg.norm(points - points_ref) / np.linalg.norm(points_ref)),
         "rotation_diff_deg": float(np.degrees(2 * np.arcsin(np.clip(half_sin, 0, 1))).mean()),
+        **{key: value for key, value in camera_metrics(pred["extrinsics"], reference["extrinsics"]).items()
+           if key in POSE_FIDELITY_KEYS},
     }
+
+
+def with_fidelity(metrics: dict) -> dict:
+    """An evaluate() result with its fidelity distances (``FIDELITY_KEYS``) beside the metrics, one
+    flat dict for tables; the pose AUCs stay under "fidelity" (their keys are the ground-truth ones)."""
+    fidelity = metrics.get("fidelity", {})
+    return {**metrics, **{key: fidelity[key] for key in FIDELITY_KEYS if key in fidelity}}
 
 
 def trivial_prediction(gt: dict) -> dict[str, np.ndarray]:
@@ -187,7 +203,7 @@ def evaluate(
         ``per_scene`` (one dict of the metric keys and ``index`` per scene), ``num_scenes``,
         ``num_frames``, ``seed``, ``split`` and ``image_size``. With ``reference`` (one
         predict_scene dict per scene, e.g. a float model's ``predictions``): ``fidelity``, the
-        means of ``FIDELITY_KEYS``. With ``keep_predictions``: ``predictions``, this model's
+        means of ``FIDELITY_KEYS`` and ``POSE_FIDELITY_KEYS``. With ``keep_predictions``: ``predictions``, this model's
         predict_scene dicts.
     """
     from tqdm.auto import tqdm
@@ -224,7 +240,8 @@ def evaluate(
             scenes.append(scene_metrics(BASELINES[name](gt), gt))
     extras = {}
     if reference is not None:
-        extras["fidelity"] = {key: float(np.mean([f[key] for f in fidelity])) for key in FIDELITY_KEYS}
+        extras["fidelity"] = {key: float(np.mean([f[key] for f in fidelity]))
+                              for key in (*FIDELITY_KEYS, *POSE_FIDELITY_KEYS)}
     if keep_predictions:
         extras["predictions"] = predictions
     return {

@@ -30,7 +30,7 @@ from ..quant.sampling import (
     candidate_pool,
     collect_candidate_features,
 )
-from .evaluate import evaluate
+from .evaluate import evaluate, with_fidelity
 from .tables import TABLE_COLUMNS, comparison_table, markdown_table
 
 FULL = {"scenes": 32, "frames": 8, "long_frames": 16, "pool": 400, "calib_size": 40,
@@ -278,7 +278,7 @@ def _fig5_table(fig5: dict, s: dict) -> str:
 
 def _with_long(entry: dict, s: dict) -> dict:
     long = entry.get(f"metrics_{s['long_frames']}")
-    return {**entry["metrics"], **entry["metrics"].get("fidelity", {}),
+    return {**with_fidelity(entry["metrics"]),
             "auc30_long": None if long is None else long["auc30"],
             "calibration_seconds": entry.get("calibration_seconds")}
 

@@ -3,6 +3,7 @@
     markdown_table(header, rows)     any table (numeric columns right-aligned)
     comparison_table(rows)           Method | Bits | metrics | retention vs rows[0] (Table 1)
     format_table(results)            evaluate() results, one row per model and per baseline
+    fidelity_table(results, ref)     evaluate(..., reference=...) results: closeness to a reference model
     retention(key, value, fp)        percent of the float model kept
 """
 
@@ -22,6 +23,9 @@ METHOD_NAMES = {"fp": "FP", "rtn": "RTN", "smoothquant": "SmoothQuant", "gptq": 
 TABLE_COLUMNS = {"auc30": "AUC@30", "auc15": "AUC@15", "auc5": "AUC@5", "auc3": "AUC@3",
                  "depth_abs_rel": "AbsRel", "point_acc": "Acc", "point_comp": "Comp"}
 LOWER_IS_BETTER = {"depth_abs_rel", "point_acc", "point_comp"}
+FIDELITY_NAMES = {"auc30": "AUC@30 vs ref.", "auc15": "AUC@15 vs ref.", "auc5": "AUC@5 vs ref.",
+                  "auc3": "AUC@3 vs ref.", "depth_rel_diff": "Δ depth (%)",
+                  "points_rel_diff": "Δ points (%)", "rotation_diff_deg": "Δ rot. (°)"}
 
 
 def retention(key: str, value: float, reference: float) -> float:
@@ -114,3 +118,13 @@ def format_table(results: dict, keys=tuple(METRIC_NAMES)) -> str:
     cells = [[name, *(_format_value(k, metrics.get(k)) for k in keys)] for name, metrics in rows]
     header = ["", *(METRIC_NAMES.get(key, key) for key in keys)]
     return markdown_table(header, cells, right=[False] + [True] * len(keys))
+
+
+def fidelity_table(results: dict[str, dict], reference: str) -> str:
+    """One row per model of ``{name: evaluate(model, reference=...)}``: the pose AUCs with the
+    reference model's cameras as the truth (percent, one decimal; 100 = the same cameras) and
+    the distances to its outputs (two decimals)."""
+    rows = [[name, *(_cell(result["fidelity"].get(key), 1 if key.startswith("auc") else 2)
+                     for key in FIDELITY_NAMES)] for name, result in results.items()]
+    return markdown_table([f"fidelity to {reference}", *FIDELITY_NAMES.values()], rows,
+                          right=[False] + [True] * len(FIDELITY_NAMES))
