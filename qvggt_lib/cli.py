@@ -207,8 +207,8 @@ def cmd_eval(args) -> int:
     torch.set_num_threads(args.threads)
     model, label = _load_for_eval(args)
     settings = {"num_scenes": args.scenes, "num_frames": args.frames, "seed": args.seed, "split": args.split,
-                "image_size": args.image_size, "progress": not args.no_progress}
-    reference = None
+                "image_size": args.image_size or model.config.img_size, "progress": not args.no_progress}
+    reference = None  # the reference model sees the same scenes at the same size
     if args.reference is not None:
         reference_model, reference_label = _load_named_or_file(args.reference)
         reference = evaluate(reference_model, **settings, baselines=False, keep_predictions=True)["predictions"]
