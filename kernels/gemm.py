@@ -346,8 +346,8 @@ def w4a4_matmul(
             (``int_matmul_cpu``: the weights unpacked to int8, then ``torch._int_mm``).
 
     Returns:
-        ``[M, N]`` in ``out_dtype``; the integer accumulation is exact (int32), so every
-        backend gives the reference's result bit for bit.
+        ``[M, N]`` in ``out_dtype``; the integer accumulation is exact (int32), so the
+        ``"cpu"`` backend gives the reference's result bit for bit.
 
     Raises:
         ValueError: ``K > MAX_K_W4A4`` (2097151; even K, so at most 2097150), where int8
