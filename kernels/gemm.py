@@ -70,6 +70,8 @@ FLOPs ``2 M N K``. Bytes: ``M K`` (int8 activations) + ``N K / 2`` (W4) or ``N K
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ._dispatch import (
@@ -220,14 +222,38 @@ def int_matmul_reference(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
     return acc.to(torch.int32)
 
 
+@functools.cache
+def int_mm_is_exact_here() -> bool:
+    """Whether ``torch._int_mm`` sums int8 products exactly on this CPU, checked once per process.
+
+    With VNNI or AMX, oneDNN accumulates in int32. Without them (AVX2 alone, or the ISA capped by
+    ``ONEDNN_MAX_CPU_ISA``) it adds pairs of u8 x s8 products in int16 with saturation, which
+    full-range int8 codes overflow (255 * 127 * 2 > 32767). Extreme and random codes at a few
+    shapes expose that."""
+    generator = torch.Generator().manual_seed(0)
+    for m, k, n in ((1, 64, 64), (5, 4096, 8), (37, 100, 45), (128, 512, 128)):
+        for fill in (127, None):
+            x = (torch.full((m, k), fill, dtype=torch.int8) if fill is not None
+                 else torch.randint(-128, 128, (m, k), generator=generator, dtype=torch.int8))
+            w = torch.randint(-127, 128, (n, k), generator=generator, dtype=torch.int8).clamp_(min=120 if fill else -127)
+            try:
+                if not torch.equal(torch._int_mm(x, w.t()), int_matmul_reference(x, w)):
+                    return False
+            except (RuntimeError, NotImplementedError):  # no CPU support in this torch
+                return False
+    return True
+
+
 def int_matmul_cpu(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
-    """Exact ``xq @ wq.T`` as int32 ``[M, N]`` on the CPU with ``torch._int_mm``: oneDNN's int8
-    GEMM, int32 accumulation (VNNI / AMX instructions where the CPU has them), any M, K, N.
-    Where this torch has no CPU ``_int_mm`` it falls back to ``int_matmul_reference``."""
-    try:
-        return torch._int_mm(xq, wq.t())
-    except (RuntimeError, NotImplementedError):  # arguments are checked: only support is missing
-        return int_matmul_reference(xq, wq)
+    """Exact ``xq @ wq.T`` as int32 ``[M, N]`` on the CPU: ``torch._int_mm`` (oneDNN's int8 GEMM,
+    VNNI / AMX instructions) where it is exact here (``int_mm_is_exact_here``), else, and for
+    shapes it refuses, ``int_matmul_reference``."""
+    if int_mm_is_exact_here():
+        try:
+            return torch._int_mm(xq, wq.t())
+        except (RuntimeError, NotImplementedError):  # arguments are checked: only support is missing
+            pass
+    return int_matmul_reference(xq, wq)
 
 
 def _epilogue_reference(acc, x_scale, w_scale, bias, out_dtype):

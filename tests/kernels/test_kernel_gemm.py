@@ -243,3 +243,22 @@ def test_cpu_backend_refuses_gpu_tensors_and_int_mm_falls_back(monkeypatch):
         with pytest.raises(ValueError, match="backend='cpu' runs CPU tensors"):
             qk.w8a8_matmul(xq.cuda(), torch.ones(5).cuda(), wq.cuda(), torch.ones(7).cuda(),
                            backend="cpu")
+
+
+def test_int_mm_is_used_only_where_it_sums_exactly(monkeypatch):
+    """Without VNNI/AMX (e.g. AVX2 alone), oneDNN's int8 GEMM saturates pairs of products in
+    int16: the probe sees it on extreme codes and int_matmul_cpu takes the reference instead."""
+    from qvggt_kernels import gemm
+
+    def saturating_int_mm(x, w_t):  # a stand-in for int16 saturation: clamps the whole sum
+        return (x.to(torch.int32) @ w_t.to(torch.int32)).clamp(-(2**15), 2**15 - 1)
+
+    monkeypatch.setattr(torch, "_int_mm", saturating_int_mm)
+    gemm.int_mm_is_exact_here.cache_clear()
+    try:
+        assert not gemm.int_mm_is_exact_here()
+        xq = torch.full((3, 64), 127, dtype=torch.int8)
+        wq = torch.full((5, 64), 127, dtype=torch.int8)
+        assert torch.equal(gemm.int_matmul_cpu(xq, wq), torch.full((3, 5), 64 * 127 * 127, dtype=torch.int32))
+    finally:
+        gemm.int_mm_is_exact_here.cache_clear()
