@@ -223,19 +223,21 @@ def int_matmul_reference(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def int_mm_is_exact_here() -> bool:
-    """Whether ``torch._int_mm`` sums int8 products exactly on this CPU, checked once per process.
+def int_mm_is_exact_here(max_abs_weight: int = 128) -> bool:
+    """Whether ``torch._int_mm`` sums int8 products exactly on this CPU for weight codes in
+    ``[-max_abs_weight, max_abs_weight]``; checked once per process and bound.
 
     With VNNI or AMX, oneDNN accumulates in int32. Without them (AVX2 alone, or the ISA capped by
-    ``ONEDNN_MAX_CPU_ISA``) it adds pairs of u8 x s8 products in int16 with saturation, which
-    full-range int8 codes overflow (255 * 127 * 2 > 32767). Extreme and random codes at a few
-    shapes expose that."""
+    ``ONEDNN_MAX_CPU_ISA``) it shifts the activations to u8 and adds pairs of u8 x s8 products in
+    int16 with saturation: full-range int8 weights overflow (255 * 127 * 2 > 32767), weights within
+    +-8 (int4 codes) cannot (255 * 8 * 2 = 4080). Extreme and random codes at a few shapes expose it."""
     generator = torch.Generator().manual_seed(0)
+    w_max = min(max_abs_weight, 127)
     for m, k, n in ((1, 64, 64), (5, 4096, 8), (37, 100, 45), (128, 512, 128)):
-        for fill in (127, None):
-            x = (torch.full((m, k), fill, dtype=torch.int8) if fill is not None
+        for x_fill, w_low in ((127, w_max - 7), (-128, w_max - 7), (None, -w_max)):
+            x = (torch.full((m, k), x_fill, dtype=torch.int8) if x_fill is not None
                  else torch.randint(-128, 128, (m, k), generator=generator, dtype=torch.int8))
-            w = torch.randint(-127, 128, (n, k), generator=generator, dtype=torch.int8).clamp_(min=120 if fill else -127)
+            w = torch.randint(w_low, w_max + 1, (n, k), generator=generator, dtype=torch.int8)
             try:
                 if not torch.equal(torch._int_mm(x, w.t()), int_matmul_reference(x, w)):
                     return False
@@ -244,15 +246,24 @@ def int_mm_is_exact_here() -> bool:
     return True
 
 
-def int_matmul_cpu(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
-    """Exact ``xq @ wq.T`` as int32 ``[M, N]`` on the CPU: ``torch._int_mm`` (oneDNN's int8 GEMM,
-    VNNI / AMX instructions) where it is exact here (``int_mm_is_exact_here``), else, and for
-    shapes it refuses, ``int_matmul_reference``."""
-    if int_mm_is_exact_here():
-        try:
+def int_matmul_cpu(xq: torch.Tensor, wq: torch.Tensor, max_abs_weight: int = 128) -> torch.Tensor:
+    """Exact ``xq @ wq.T`` as int32 ``[M, N]`` on the CPU for weight codes within
+    ``+-max_abs_weight``, by the fastest exact route (see ``int_mm_is_exact_here``):
+
+    1. ``torch._int_mm`` (oneDNN's int8 GEMM) where it is exact for these weights;
+    2. else, where it is exact for codes within +-8 (AVX2 without VNNI), two such GEMMs on the
+       split ``w = 16 w_hi + w_lo`` with ``w_hi = round(w / 16)``, both within +-8:
+       ``x w^T = 16 x w_hi^T + x w_lo^T``;
+    3. else, and for shapes oneDNN refuses, ``int_matmul_reference``."""
+    try:
+        if int_mm_is_exact_here(max_abs_weight):
             return torch._int_mm(xq, wq.t())
-        except (RuntimeError, NotImplementedError):  # arguments are checked: only support is missing
-            pass
+        if max_abs_weight > 8 and int_mm_is_exact_here(8):
+            w_hi = torch.round(wq.to(torch.float32) / 16).to(torch.int8)
+            w_lo = (wq.to(torch.int16) - 16 * w_hi.to(torch.int16)).to(torch.int8)
+            return torch._int_mm(xq, w_hi.t()).mul_(16).add_(torch._int_mm(xq, w_lo.t()))
+    except (RuntimeError, NotImplementedError):  # arguments are checked: only support is missing
+        pass
     return int_matmul_reference(xq, wq)
 
 
@@ -326,7 +337,8 @@ def _qgemm(xq, x_scale, w, w_scale, bias, out_dtype, w_int4, backend):
     if not _use_triton([xq, w], backend):
         if backend in ("auto", "cpu") and xq.device.type == "cpu" and m * n:  # int4 stored, int8 math
             wq = unpack_int4_reference(w) if w_int4 else w
-            return _epilogue_reference(int_matmul_cpu(xq, wq), x_scale, w_scale, bias, out_dtype)
+            acc = int_matmul_cpu(xq, wq, max_abs_weight=8 if w_int4 else 128)
+            return _epilogue_reference(acc, x_scale, w_scale, bias, out_dtype)
         ref = w4a4_matmul_reference if w_int4 else w8a8_matmul_reference
         return ref(xq, x_scale, w, w_scale, bias, out_dtype)
     # 2. allocate

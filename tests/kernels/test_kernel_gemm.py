@@ -245,20 +245,47 @@ def test_cpu_backend_refuses_gpu_tensors_and_int_mm_falls_back(monkeypatch):
                            backend="cpu")
 
 
-def test_int_mm_is_used_only_where_it_sums_exactly(monkeypatch):
-    """Without VNNI/AMX (e.g. AVX2 alone), oneDNN's int8 GEMM saturates pairs of products in
-    int16: the probe sees it on extreme codes and int_matmul_cpu takes the reference instead."""
+def _avx2_int_mm(x, w_t):
+    """oneDNN's int8 GEMM without VNNI (AVX2's vpmaddubsw): activations shifted to u8, adjacent
+    pairs of u8 x s8 products summed in int16 with saturation, the shift compensated at the end."""
+    m, k = x.shape
+    u = x.to(torch.int32) + 128
+    w = w_t.to(torch.int32)
+    pairs = (u[:, :, None] * w[None]).view(m, k // 2, 2, -1).sum(2).clamp(-(2**15), 2**15 - 1)
+    return (pairs.sum(1) - 128 * w.sum(0)).to(torch.int32)
+
+
+@pytest.mark.parametrize("w_bits", [8, 4])
+def test_int_mm_is_used_only_where_it_sums_exactly(monkeypatch, w_bits):
+    """Without VNNI/AMX, int16 pair sums saturate on full-range int8 weights but never on codes
+    within +-8: the probe tells the two apart, W4 keeps one int8 GEMM, W8 splits its weights into
+    two +-8 halves, and both stay exact."""
     from qvggt_kernels import gemm
 
-    def saturating_int_mm(x, w_t):  # a stand-in for int16 saturation: clamps the whole sum
-        return (x.to(torch.int32) @ w_t.to(torch.int32)).clamp(-(2**15), 2**15 - 1)
-
-    monkeypatch.setattr(torch, "_int_mm", saturating_int_mm)
+    monkeypatch.setattr(torch, "_int_mm", _avx2_int_mm)
     gemm.int_mm_is_exact_here.cache_clear()
     try:
-        assert not gemm.int_mm_is_exact_here()
-        xq = torch.full((3, 64), 127, dtype=torch.int8)
-        wq = torch.full((5, 64), 127, dtype=torch.int8)
-        assert torch.equal(gemm.int_matmul_cpu(xq, wq), torch.full((3, 5), 64 * 127 * 127, dtype=torch.int32))
+        assert not gemm.int_mm_is_exact_here(128)
+        assert gemm.int_mm_is_exact_here(8)
+        g = torch.Generator().manual_seed(w_bits)
+        xq = torch.randint(-128, 128, (6, 64), generator=g, dtype=torch.int8)
+        xq[0] = 127
+        xq[1] = -128
+        lo, hi = (-128, 128) if w_bits == 8 else (-8, 8)
+        wq = torch.randint(lo, hi, (5, 64), generator=g, dtype=torch.int8)
+        wq[0], wq[1] = hi - 1, lo
+        expected = qk.int_matmul_reference(xq, wq)
+        xs, ws = torch.rand(6, generator=g) + 0.1, torch.rand(5, generator=g) + 0.1
+        packed = qk.pack_int4(wq) if w_bits == 4 else None
+        expected_w4a4 = qk.w4a4_matmul_reference(xq, xs, packed, ws) if w_bits == 4 else None
+        assert not torch.equal(_avx2_int_mm(xq, wq.t()), expected) or w_bits == 4  # it does saturate
+
+        def no_reference(*args):
+            raise AssertionError("the int8 GEMM route should have been taken")
+
+        monkeypatch.setattr(gemm, "int_matmul_reference", no_reference)
+        assert torch.equal(gemm.int_matmul_cpu(xq, wq, max_abs_weight=-lo), expected)
+        if w_bits == 4:
+            assert torch.equal(qk.w4a4_matmul(xq, xs, packed, ws, backend="cpu"), expected_w4a4)
     finally:
         gemm.int_mm_is_exact_here.cache_clear()
