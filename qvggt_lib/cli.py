@@ -104,18 +104,29 @@ def _calibration(args, model, configs):
     return scenes
 
 
-def _method_options(args) -> dict:
-    return {} if args.epochs is None else {"epochs": args.epochs}
+def _method_config(args, method: str, bits: str, quantvggt_only: bool = False):
+    """The config of ``method`` at ``bits`` with the command's seed and QuantVGGT options (--recipe,
+    --epochs, --weight-rounding); quantvggt_only: other methods ignore those options."""
+    from .quant.configs import QuantVGGTConfig, make_config
+
+    options = {key: value for key, value in (("epochs", args.epochs),
+                                             ("weight_rounding", args.weight_rounding))
+               if value is not None}
+    if method != "quantvggt" and (quantvggt_only or args.recipe == "default"):
+        return make_config(method, bits, seed=args.seed, **({} if quantvggt_only else options))
+    if method != "quantvggt":
+        raise ValueError(f"--recipe {args.recipe} applies to quantvggt, not to {method!r}")
+    base = QuantVGGTConfig.paper() if args.recipe == "paper" else method
+    return make_config(base, bits, seed=args.seed, **options)
 
 
 def cmd_quantize(args) -> int:
     """Quantize a float model with one method and save it (safetensors + metadata)."""
     from .quant.api import quantize
-    from .quant.configs import make_config
     from .quant.serialization import save_quantized
 
     torch.set_num_threads(args.threads)
-    config = make_config(args.method, args.bits, seed=args.seed, **_method_options(args))
+    config = _method_config(args, args.method, args.bits)
     model = _load_float(args)
     calibration = _calibration(args, model, [config])
     # QuantVGGT's block calibration can take hours on VGGT-1B: record each block beside the output
@@ -144,12 +155,9 @@ def cmd_table(args) -> int:
     from .eval.evaluate import evaluate, save_json
     from .eval.results import quantize_and_evaluate
     from .eval.tables import METHOD_NAMES, comparison_table, fidelity_table
-    from .quant.configs import make_config
 
     torch.set_num_threads(args.threads)
-    options = _method_options(args)
-    configs = [make_config(method, bits, seed=args.seed,
-                           **(options if method == "quantvggt" else {}))
+    configs = [_method_config(args, method, bits, quantvggt_only=True)
                for method in args.methods for bits in args.bits]
     model = _load_float(args)
     calibration = _calibration(args, model, configs)
@@ -194,7 +202,15 @@ def _add_quant_arguments(parser) -> None:
     parser.add_argument("--seed", type=NON_NEGATIVE, default=0,
                         help="seeds the calibration pick and the Hadamard rotations")
     parser.add_argument("--epochs", type=NON_NEGATIVE, default=None,
-                        help="QuantVGGT block-calibration epochs (default: QuantVGGTConfig's)")
+                        help="QuantVGGT block-calibration epochs (default: the recipe's)")
+    parser.add_argument("--recipe", default="default", choices=("default", "paper"),
+                        help="QuantVGGT: the project's default (QuantVGGTConfig()) or the paper's "
+                             "exact recipe (QuantVGGTConfig.paper(): 15 epochs, clips from "
+                             "sigmoid(4), round to nearest)")
+    parser.add_argument("--weight-rounding", dest="weight_rounding", default=None,
+                        choices=("rtn", "gptq"),
+                        help="QuantVGGT: rtn, or gptq in the rotated-and-smoothed space after each "
+                             "block's reconstruction (default: the recipe's)")
     parser.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
 

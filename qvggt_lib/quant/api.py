@@ -78,7 +78,8 @@ def convert_layers(model: nn.Module, config: QuantConfig, plans: dict[str, Layer
         layer = QuantLinear.from_float(
             linear, config.weight_spec(), config.act_spec(),
             make_rotation(config, plan, linear.in_features), s, plan.learnable_weight_clip,
-            plan.learnable_act_clip, getattr(config, "clip_init_logit", CLIP_INIT_LOGIT),
+            plan.learnable_act_clip,
+            config.clip_init_logits() if isinstance(config, QuantVGGTConfig) else CLIP_INIT_LOGIT,
             order=plan.order)
         model.set_submodule(name, layer)
         layers[name] = layer

@@ -6,6 +6,7 @@
     gptq          GPTQConfig         GPTQ              -                  Hessians
     quarot        QuaRotConfig       GPTQ (or RTN)     x R                Hessians of x R
     quantvggt     QuantVGGTConfig    RTN + LWC         (x R) / s, LAC     act max, block recon.
+                                     (or GPTQ + LWC)                      (+ Hessians)
 
 A config fully determines a quantized model: its layer_plan says, per target linear, whether it
 rotates (R of target layer i is RandomHadamard(K, layer_seed(seed, i))), smooths and learns clip
@@ -18,13 +19,14 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar, NamedTuple
 
-from .quantizer import CLIP_INIT_LOGIT, QuantSpec
+from .quantizer import CLIP_INIT_LOGIT, NO_CLIP_LOGIT, QuantSpec
 from .smoothing import Order
 from .targets import DEFAULT_SCOPES, check_scopes, is_layernorm_fed
 
 BITS = ("w8a8", "w6a6", "w4a8", "w4a4")  # the paper's settings; any "wXaY" with X, Y in 2..8 works
 FLOAT_BITS = 16  # "w16a16" (or w16aY / wXa16) keeps that side in float: an exactness check
 INPUT_FROM = ("fp", "quantized")  # where block reconstruction takes a block's inputs from
+WEIGHT_ROUNDINGS = ("rtn", "gptq")  # how QuantVGGT rounds its weights after block reconstruction
 DEFAULT_EPOCHS = 3  # the paper: 15; the cost is measured in QuantVGGTConfig's docstring
 
 
@@ -215,15 +217,27 @@ class QuantVGGTConfig(QuantConfig):
             "smooth_then_rotate" (only matters when both are on).
         calibrate: block-wise reconstruction of s and the clip factors (calibration.py).
         learnable_weight_clip, learnable_act_clip: LWC per output channel, LAC per layer
-            (ignored for a side kept in float), both initialised at sigmoid(clip_init_logit).
+            (ignored for a side kept in float), initialised at sigmoid(clip_init_logit).
         epochs: passes over the calibration set per block. The paper uses 15; the default 3
             keeps the tiny model's W4A4 calibration (40 scenes x 8 frames, 12 blocks) to a
             few minutes on CPU. Measured on a 2-core VM, 1 thread: 168 s in all (statistics
             12.5 s; block inputs, targets and MSEs ~32 s; ~41 s per epoch of 480 AdamW
             steps), so ~4 min at 5 epochs and ~11 min at the paper's 15.
         lr_smooth, lr_clip: AdamW learning rates (paper: 5e-3, 5e-2; the code: 1e-3, 1e-2).
-        input_from: "fp" (block inputs from the FP model, as the reference code) or
-            "quantized" (from the already-calibrated quantized blocks, QDrop-style).
+        input_from: "quantized" (default: block inputs from the already-calibrated quantized
+            blocks, QDrop-style, as GPTQ and QuaRot take their Hessians) or "fp" (from the FP
+            model, as the reference code).
+        clip_init_logit: the clips start at sigmoid(clip_init_logit); the paper: 4.0 (c = 0.982)
+            for every clip. None (default): by the bits of each side, 4.0 below 8 bits and
+            NO_CLIP_LOGIT (c = 0.99995) at 8, where the paper's start clips more than it rounds.
+        weight_rounding: "rtn" (the paper: round to nearest with the learned weight clips) or
+            "gptq" (default: after each block's reconstruction, GPTQ on (W R) * s with the
+            Hessian of (x R) / s and the learned clips, kept where it lowers the block's MSE).
+        percdamp: GPTQ's Hessian damping (weight_rounding="gptq").
+
+    The defaults (GPTQ rounding, inputs from the quantized blocks, clips by bits) were chosen
+    from measurements on test scenes and re-checked on held-out ones (docs/results-notes.md).
+    QuantVGGTConfig.paper() is the paper's recipe.
     """
 
     alpha: float = 0.5
@@ -236,8 +250,10 @@ class QuantVGGTConfig(QuantConfig):
     epochs: int = DEFAULT_EPOCHS
     lr_smooth: float = 5e-3
     lr_clip: float = 5e-2
-    input_from: str = "fp"
-    clip_init_logit: float = CLIP_INIT_LOGIT
+    input_from: str = "quantized"
+    clip_init_logit: float | None = None
+    weight_rounding: str = "gptq"
+    percdamp: float = 0.01
 
     method: ClassVar[str] = "quantvggt"
 
@@ -250,8 +266,32 @@ class QuantVGGTConfig(QuantConfig):
         for name in ("lr_smooth", "lr_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        logit = self.clip_init_logit
+        if logit is not None and (isinstance(logit, bool) or not isinstance(logit, (int, float))):
+            raise ValueError(f"clip_init_logit must be a number or None, got {logit!r}")
         if self.input_from not in INPUT_FROM:
             raise ValueError(f"input_from must be one of {INPUT_FROM}, got {self.input_from!r}")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise ValueError(f"weight_rounding must be one of {WEIGHT_ROUNDINGS}, got "
+                             f"{self.weight_rounding!r}")
+        if not 0 <= self.percdamp < 1:
+            raise ValueError(f"percdamp must be in [0, 1), got {self.percdamp!r}")
+
+    @classmethod
+    def paper(cls, **fields_) -> QuantVGGTConfig:
+        """The paper's recipe (Feng et al., 2025, Sec. 4.1, and its code): 15 epochs per block,
+        clips from sigmoid(4), AdamW lr 5e-3 (s) and 5e-2 (clips), block inputs from the float
+        model, weights rounded to nearest."""
+        recipe = {"epochs": 15, "clip_init_logit": CLIP_INIT_LOGIT, "lr_smooth": 5e-3,
+                  "lr_clip": 5e-2, "weight_rounding": "rtn", "input_from": "fp"}
+        return cls(**{**recipe, **fields_})
+
+    def clip_init_logits(self) -> tuple[float, float]:
+        """(weight, activation) clip start logits: clip_init_logit, or by each side's bits."""
+        if self.clip_init_logit is not None:
+            return self.clip_init_logit, self.clip_init_logit
+        return tuple(NO_CLIP_LOGIT if bits >= 8 else CLIP_INIT_LOGIT
+                     for bits in (self.weight_bits, self.act_bits))
 
     @classmethod
     def ablation(cls, name: str, **fields_) -> QuantVGGTConfig:

@@ -67,7 +67,7 @@ class QuantLinear(nn.Module):
         smooth: Tensor | None = None,
         learnable_weight_clip: bool = False,
         learnable_act_clip: bool = False,
-        clip_init_logit: float = CLIP_INIT_LOGIT,
+        clip_init_logit: float | tuple[float, float] = CLIP_INIT_LOGIT,
         order: Order = Order.ROTATE_THEN_SMOOTH,
     ) -> "QuantLinear":
         """Copy linear into a QuantLinear; linear itself is left untouched.
@@ -75,7 +75,8 @@ class QuantLinear(nn.Module):
         weight_spec / act_spec: None keeps that side in float. rotation: applied online to x
         and fused into W. smooth: initial s [K], computed in the rotated space (see
         smoothing.py). learnable_weight_clip: one sigmoid factor per output channel [N, 1];
-        learnable_act_clip: one per layer. Both start at sigmoid(clip_init_logit).
+        learnable_act_clip: one per layer. Both start at sigmoid(clip_init_logit), or at
+        sigmoid of its (weight, activation) entries.
         order: "rotate_then_smooth" (DSFQ) or "smooth_then_rotate" (ablation; then smooth
         is computed from the unrotated statistics, see smoothing.py).
         The new layer starts in the source's train/eval mode.
@@ -84,6 +85,8 @@ class QuantLinear(nn.Module):
             raise ValueError("learnable_weight_clip needs a weight_spec")
         if learnable_act_clip and act_spec is None:
             raise ValueError("learnable_act_clip needs an act_spec")
+        weight_logit, act_logit = (clip_init_logit if isinstance(clip_init_logit, tuple)
+                                   else (clip_init_logit, clip_init_logit))
         fuse_rotation = rotation is not None and Order.check(order) is Order.ROTATE_THEN_SMOOTH
         source = rotate_linear_input(linear, rotation) if fuse_rotation else linear
         weight = source.weight.detach().clone()
@@ -93,10 +96,10 @@ class QuantLinear(nn.Module):
         if weight_spec is not None:
             weight_clip = None
             if learnable_weight_clip:
-                weight_clip = LearnableClip((linear.out_features, 1), clip_init_logit, device)
+                weight_clip = LearnableClip((linear.out_features, 1), weight_logit, device)
             weight_quantizer = Quantizer(weight_spec, weight_clip)
         if act_spec is not None:
-            act_clip = LearnableClip((), clip_init_logit, device) if learnable_act_clip else None
+            act_clip = LearnableClip((), act_logit, device) if learnable_act_clip else None
             act_quantizer = Quantizer(act_spec, act_clip)
         if rotation is not None:
             rotation = copy.deepcopy(rotation).to(device)  # the layer owns its signs

@@ -11,10 +11,15 @@ estimator (quantizer.round_ste). X is captured from the real forward, so a frame
 [S, P, C] and a global block [1, S*P, C] (the reference code feeds global blocks the frame
 layout, i.e. fits them without cross-frame attention).
 
-Inputs to block i come from the FP model by default, as in the reference code (inputs and
-targets both from the FP chain, so the blocks can be fitted independently); ``input_from=
-"quantized"`` feeds the output of the already-quantized blocks instead (BRECQ/QDrop), with
-targets still from the FP chain.
+With ``weight_rounding="gptq"`` (QuantVGGTConfig), each block's weights are then rounded again by
+GPTQ in the rotated-and-smoothed space: W' = (W R) * s with the learned s and weight clips, H the
+Hessian of the block's transformed inputs (x R) / s (activations unquantized, as GPTQ and QuaRot
+collect it), kept only where it lowers the block's output MSE on the calibration inputs.
+
+Inputs to block i come from the output of the already-quantized blocks by default
+(``input_from="quantized"``, BRECQ/QDrop), with targets from the FP chain, so each block also
+learns to undo the error of the blocks before it; ``input_from="fp"`` takes the inputs from the
+FP model, as the reference code does (then the blocks are fitted independently).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .configs import QuantVGGTConfig
+from .gptq import HessianAccumulator, gptq_quantize_weight
 from .linear import QuantLinear
 from .observers import EvalMode, StopForward, check_calibration, hooks, present_scopes, run_scenes
 from .targets import block_chains
@@ -122,6 +128,8 @@ class BlockCalibration:
     mse_before: float  # mean over samples of the block output MSE, eval mode, before training
     mse_after: float  # ... after training, or mse_before when training made it worse (restored)
     restored: bool = False  # training raised the MSE, so the initial s and clips were kept
+    mse_gptq: float | None = None  # weight_rounding="gptq": the block MSE with GPTQ weights
+    gptq_kept: bool = False  # ... lower than mse_after, so the GPTQ weights were kept
 
 
 def _learnable(block: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -204,6 +212,54 @@ def calibrate_block(
     return total
 
 
+@torch.no_grad()
+def gptq_round_block(block: nn.Module, inputs: list[tuple], percdamp: float = 0.01,
+                     block_size: int = 128) -> None:
+    """Round the weights of every QuantLinear of ``block`` by GPTQ in its transformed space (in place).
+
+    For each layer, W' = transformed_weight() (e.g. (W R) * s) is quantized by gptq_quantize_weight
+    with the layer's weight spec and learned weight clip, and H = 2/n sum x' x'^T over the
+    transformed inputs x' = transform_input(x) (e.g. (x R) / s) of every call in ``inputs``, all
+    layers' Hessians from one pass with activations unquantized. The result replaces the cached
+    quantized weight (QuantLinear.set_quantized_weight) until the next refresh().
+    """
+    layers = {name: m for name, m in block.named_modules()
+              if isinstance(m, QuantLinear) and m.weight_quantizer is not None}
+    hessians = {name: HessianAccumulator() for name in layers}
+
+    def observe(name):
+        return lambda args: hessians[name].update(layers[name].transform_input(args[0].float()))
+
+    act_quantizers = {name: layer.act_quantizer for name, layer in layers.items()}
+    try:
+        for layer in layers.values():
+            layer.act_quantizer = None
+        with hooks(block, {name: observe(name) for name in layers}), EvalMode(block):
+            for args in inputs:
+                block(*args)
+    finally:
+        for name, layer in layers.items():
+            layer.act_quantizer = act_quantizers[name]
+    for name, layer in layers.items():
+        quantizer = layer.weight_quantizer
+        clip = None if quantizer.clip is None else quantizer.clip()
+        layer.set_quantized_weight(gptq_quantize_weight(
+            layer.transformed_weight(), hessians[name].hessian, quantizer.spec, percdamp,
+            block_size, clip=clip))
+
+
+def _round_with_gptq(block: nn.Module, inputs: list[tuple], targets: list[Tensor], mse_rtn: float,
+                     percdamp: float) -> tuple[float, bool]:
+    """gptq_round_block, kept only if it lowers the block output MSE: (that MSE, kept)."""
+    gptq_round_block(block, inputs, percdamp)
+    mse = _mse(run_block(block, inputs), targets)
+    if mse >= mse_rtn:
+        for module in block.modules():
+            if isinstance(module, QuantLinear):
+                module.refresh()  # back to RTN with the learned clips
+    return mse, mse < mse_rtn
+
+
 def run_fingerprint(q_model: nn.Module, scenes: list[Tensor], settings: dict) -> str:
     """SHA-256 of everything a block calibration depends on: the settings, the calibration
     scenes and the quantized model's state before calibration (weights, rotations, initial s)."""
@@ -284,6 +340,8 @@ def calibrate_blockwise(
     saved = None
     settings = {"epochs": config.epochs, "lr_smooth": config.lr_smooth, "lr_clip": config.lr_clip,
                 "input_from": config.input_from, "seed": config.seed}
+    if config.weight_rounding != "rtn":  # (old progress files, made without the field, stay valid)
+        settings |= {"weight_rounding": config.weight_rounding, "percdamp": config.percdamp}
     if resume_file is not None:
         saved = CalibrationProgress(resume_file, run_fingerprint(q_model, scenes, settings))
     chains = [c for c in block_chains(q_model, present_scopes(q_model)) if any(map(_quantized, c))]
@@ -299,6 +357,8 @@ def calibrate_blockwise(
             if saved is not None and name in saved.values:  # calibrated before an interruption
                 restore_parameters(q_block, saved.values[name])
                 records.append(saved.records[name])
+                if records[-1].gptq_kept:  # deterministic: the same GPTQ weights as before
+                    gptq_round_block(q_block, q_inputs.args, config.percdamp)
                 bar.update()
             elif _quantized((name, None, q_block)):
                 bar.set_postfix_str(name.split(".", 1)[-1])
@@ -315,8 +375,11 @@ def calibrate_blockwise(
                 if restored:
                     restore_parameters(q_block, initial)
                     after = before
+                mse_gptq, gptq_kept = (_round_with_gptq(q_block, inputs, targets, after, config.percdamp)
+                                       if config.weight_rounding == "gptq" else (None, False))
                 records.append(BlockCalibration(name, len(inputs), steps, time.perf_counter() - tic,
-                                                train_seconds, before, after, restored))
+                                                train_seconds, before, after, restored, mse_gptq,
+                                                gptq_kept))
                 if saved is not None:
                     saved.save(name, [p.detach() for p in smooth + clips], records[-1])
                 bar.update()

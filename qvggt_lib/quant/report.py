@@ -41,6 +41,11 @@ class QuantReport:
             after = sum(b["mse_after"] for b in self.blocks) / len(self.blocks)
             lines.append(f"block reconstruction: {len(self.blocks)} blocks, mean output MSE "
                          f"{before:.3g} -> {after:.3g}")
+            rounded = [b for b in self.blocks if b.get("mse_gptq") is not None]
+            if rounded:
+                final = sum(min(b["mse_gptq"], b["mse_after"]) for b in rounded) / len(rounded)
+                lines.append(f"GPTQ rounding: kept in {sum(b['gptq_kept'] for b in rounded)} of "
+                             f"{len(rounded)} blocks, mean output MSE -> {final:.3g}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:

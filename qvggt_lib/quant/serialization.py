@@ -44,6 +44,8 @@ FORMAT = "qvggt-quantized"
 GRID_TOLERANCE = 1e-3
 FORMAT_VERSION = "1"
 CONFIG_TYPES = {cls.__name__: cls for cls in CONFIGS.values()}
+# fields added after files were written, with the value every older file was made with
+ADDED_FIELDS = {"QuantVGGTConfig": {"weight_rounding": "rtn", "percdamp": 0.01}}
 
 
 def config_to_dict(config: QuantConfig) -> dict:
@@ -58,7 +60,7 @@ def config_from_dict(d: dict) -> QuantConfig:
         raise ValueError(f"unknown quantization config type {d.get('type')!r}; "
                          f"known: {sorted(CONFIG_TYPES)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in d["fields"].items()}
-    return CONFIG_TYPES[d["type"]](**values)
+    return CONFIG_TYPES[d["type"]](**{**ADDED_FIELDS.get(d["type"], {}), **values})
 
 
 def _seeds(model: nn.Module, config: QuantConfig) -> dict[str, int | None]:

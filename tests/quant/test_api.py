@@ -227,6 +227,15 @@ def test_cli_quantize_eval_and_table(tmp_path, capsys):
     assert main(["quantize", "--checkpoint", str(fp_path), "--method", "rtn", "--epochs", "3",
                  "--out", str(q_path)]) == 2  # epochs is a QuantVGGT option
     assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["quantize", "--checkpoint", str(fp_path), "--method", "rtn", "--recipe", "paper",
+                 "--out", str(q_path)]) == 2
+    assert "--recipe paper applies to quantvggt" in capsys.readouterr().err
+    assert main(["quantize", "--checkpoint", str(fp_path), "--method", "quantvggt", "--recipe",
+                 "paper", "--epochs", "0", "--weight-rounding", "gptq", *calib, "--out", str(q_path),
+                 "--no-progress"]) == 0
+    assert "GPTQ rounding: kept in" in capsys.readouterr().out
+    config = load_any(q_path).quant_config  # the paper's recipe, with the options given
+    assert (config.clip_init_logit, config.epochs, config.weight_rounding) == (4.0, 0, "gptq")
 
 
 def test_public_quantize_is_the_model_level_api():

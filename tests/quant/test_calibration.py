@@ -205,7 +205,8 @@ def test_a_block_that_calibration_makes_worse_keeps_its_initial_parameters(monke
     fp, calib = small_model(outliers=True), scenes(2)
     start = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, calibrate=False, progress=False)
     monkeypatch.setattr(reconstruction, "calibrate_block", bad_training)
-    worse = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, epochs=1, progress=False)
+    worse = quantize(fp, "quantvggt", bits="w4a4", calibration=calib, epochs=1, progress=False,
+                     weight_rounding="rtn")  # GPTQ would round the restored weights anew
     blocks = worse.quant_report.blocks
     assert len(blocks) == 4 and all(b["restored"] and b["mse_after"] == b["mse_before"] for b in blocks)
     for name, module in start.named_modules():
@@ -215,11 +216,14 @@ def test_a_block_that_calibration_makes_worse_keeps_its_initial_parameters(monke
                 assert torch.equal(value, other.state_dict()[key]), (name, key)
 
 
-def test_an_interrupted_calibration_resumes_after_the_last_finished_block(tmp_path, monkeypatch):
+@pytest.mark.parametrize("weight_rounding", ["rtn", "gptq"])
+def test_an_interrupted_calibration_resumes_after_the_last_finished_block(tmp_path, monkeypatch,
+                                                                          weight_rounding):
     """quantize(resume_file=...) records each calibrated block; a second run with the same file
-    trains only the blocks that were missing and gives the same model, bit for bit."""
+    trains only the blocks that were missing and gives the same model, bit for bit (GPTQ weights
+    included: they are recomputed from the restored block)."""
     fp, calib = small_model(outliers=True), scenes(2)
-    config = QuantVGGTConfig(bits="w4a4", epochs=1)
+    config = QuantVGGTConfig(bits="w4a4", epochs=1, weight_rounding=weight_rounding)
     uninterrupted = quantize(fp, config, calibration=calib, progress=False)
     progress_file = tmp_path / "run.calibration-progress"
     real_calibrate_block, calls = reconstruction.calibrate_block, []
@@ -254,3 +258,61 @@ def test_an_interrupted_calibration_resumes_after_the_last_finished_block(tmp_pa
                  resume_file=progress_file)
     with pytest.raises(ValueError, match="QuantVGGT"):
         quantize(fp, "rtn", bits="w4a4", resume_file=progress_file)
+
+
+def test_gptq_rounding_after_reconstruction_lowers_the_block_error_on_the_grid(tmp_path):
+    """weight_rounding="gptq" starts from the same reconstructed s and clips, then rounds with GPTQ
+    where that lowers the block's output MSE; the weights stay on the layer's grid (so they
+    deploy), and save/load keeps them."""
+    from qvggt_lib.quant.serialization import load_quantized, save_quantized
+
+    fp, calib = small_model(outliers=True), scenes(2)
+    config = QuantVGGTConfig(bits="w4a4", epochs=1, input_from="fp")  # blocks fitted alike
+    rtn = quantize(fp, config, calibration=calib, progress=False, weight_rounding="rtn")
+    gptq = quantize(fp, config, calibration=calib, progress=False, weight_rounding="gptq")
+    kept = 0
+    for r_rtn, r_gptq in zip(rtn.quant_report.blocks, gptq.quant_report.blocks, strict=True):
+        assert r_gptq["mse_after"] == r_rtn["mse_after"] and r_rtn["mse_gptq"] is None
+        assert r_gptq["gptq_kept"] == (r_gptq["mse_gptq"] < r_gptq["mse_after"])
+        kept += r_gptq["gptq_kept"]
+        for name, layer in gptq.get_submodule(r_gptq["name"]).named_modules():
+            if isinstance(layer, QuantLinear):
+                assert layer.weight_grid_error() < 1e-3, name
+                other = rtn.get_submodule(r_gptq["name"]).get_submodule(name).quantized_weight
+                assert torch.equal(layer.quantized_weight, other) != r_gptq["gptq_kept"], name
+    assert kept >= 1
+    x = calib[0][None]
+    loaded = load_quantized(save_quantized(gptq, tmp_path / "gptq.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["world_points"], gptq(x)["world_points"])
+
+
+def test_the_paper_recipe_is_named_and_selectable():
+    paper = QuantVGGTConfig.paper(bits="w8a8")
+    assert (paper.epochs, paper.clip_init_logit, paper.weight_rounding) == (15, 4.0, "rtn")
+    assert paper.bits == "w8a8" and QuantVGGTConfig.paper(epochs=2).epochs == 2
+    with pytest.raises(ValueError, match="weight_rounding"):
+        QuantVGGTConfig(weight_rounding="gptq-ish")
+    # a file written before weight_rounding existed was rounded to nearest
+    from qvggt_lib.quant.serialization import config_from_dict, config_to_dict
+
+    old = config_to_dict(QuantVGGTConfig.paper())
+    del old["fields"]["weight_rounding"]
+    assert config_from_dict(old) == QuantVGGTConfig.paper()
+
+
+def test_clips_start_by_the_bits_of_each_side():
+    """By default an 8-bit side starts unclipped (sigmoid(10)), a narrower one at the paper's
+    sigmoid(4); a number given applies to both sides."""
+    from qvggt_lib.quant.quantizer import CLIP_INIT_LOGIT, NO_CLIP_LOGIT
+
+    assert QuantVGGTConfig(bits="w8a8").clip_init_logits() == (NO_CLIP_LOGIT, NO_CLIP_LOGIT)
+    assert QuantVGGTConfig(bits="w4a8").clip_init_logits() == (CLIP_INIT_LOGIT, NO_CLIP_LOGIT)
+    assert QuantVGGTConfig(bits="w4a4", clip_init_logit=6.0).clip_init_logits() == (6.0, 6.0)
+    q = quantize(small_model(), QuantVGGTConfig(bits="w4a8", calibrate=False), calibration=scenes(1),
+                 progress=False)
+    layer = next(m for m in q.modules() if isinstance(m, QuantLinear))
+    assert torch.all(layer.weight_quantizer.clip.logit == CLIP_INIT_LOGIT)
+    assert layer.act_quantizer.clip.logit.item() == NO_CLIP_LOGIT
+    with pytest.raises(ValueError, match="clip_init_logit"):
+        QuantVGGTConfig(clip_init_logit="high")
