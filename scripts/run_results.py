@@ -13,7 +13,8 @@ Sections, each the tiny-model analogue of a QuantVGGT (Feng et al., 2025) result
     table11      calibration size 5 / 10 / 20 / 40 and NFDS clusters K 6 / 8 / 10
 
 Resumable entry by entry (qvggt_lib/eval/results.py); a run with other settings refuses to mix
-with the JSON it finds (use --fresh).
+with the JSON it finds (use --fresh). --workers N runs N processes on the same JSON, each entry
+made by one of them (on 2 cores: --workers 2 --threads 1).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 
 import torch
 
-from qvggt_lib.eval.results import FULL, QUICK, SECTIONS, ResultsRun
+from qvggt_lib.eval.results import FULL, QUICK, SECTIONS, ResultsRun, run_workers
 
 
 def main() -> None:
@@ -36,12 +37,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="random tiny model, tiny settings")
     parser.add_argument("--fresh", action="store_true", help="ignore and overwrite cached results")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the run, each with --threads threads")
     args = parser.parse_args()
     out_dir = args.out_dir or (tempfile.mkdtemp(prefix="qvggt-quick-") if args.quick else "docs")
     torch.set_num_threads(args.threads)
     settings = {**(QUICK if args.quick else FULL), "checkpoint": args.checkpoint, "quick": args.quick}
     run = ResultsRun(settings, out_dir, args.checkpoint, args.quick, args.fresh, args.threads)
-    run.run(args.sections)
+    if args.workers > 1:
+        run_workers(settings, out_dir, args.sections, args.workers, args.checkpoint, args.quick,
+                    args.threads)
+    run.run(args.sections)  # everything stored: only renders (and makes what a worker left)
     print(f"wrote {run.md_path} and {run.json_path}")
 
 

@@ -148,6 +148,7 @@ def test_fidelity_to_a_reference_model(model):
     # tables take the distances beside the metrics; the pose AUCs would shadow the ground-truth ones
     flat = ev.with_fidelity({**same, "fidelity": diff})
     assert flat["auc30"] == same["auc30"] and flat["depth_rel_diff"] == diff["depth_rel_diff"]
+    assert flat["fidelity_auc5"] == diff["auc5"]
     with pytest.raises(ValueError, match="reference has predictions for 2 scenes"):
         ev.evaluate(model, **{**SMALL, "num_scenes": 1}, reference=ref["predictions"])
 

@@ -153,10 +153,12 @@ def fidelity_metrics(pred: dict, reference: dict, valid) -> dict[str, float]:
 
 
 def with_fidelity(metrics: dict) -> dict:
-    """An evaluate() result with its fidelity distances (``FIDELITY_KEYS``) beside the metrics, one
-    flat dict for tables; the pose AUCs stay under "fidelity" (their keys are the ground-truth ones)."""
+    """An evaluate() result with its fidelity beside the metrics, one flat dict for tables: the
+    distances (``FIDELITY_KEYS``) under their names, the pose AUCs against the reference as
+    ``fidelity_auc30`` ... (their plain keys are the ground-truth AUCs)."""
     fidelity = metrics.get("fidelity", {})
-    return {**metrics, **{key: fidelity[key] for key in FIDELITY_KEYS if key in fidelity}}
+    return {**metrics, **{key: fidelity[key] for key in FIDELITY_KEYS if key in fidelity},
+            **{f"fidelity_{key}": fidelity[key] for key in POSE_FIDELITY_KEYS if key in fidelity}}
 
 
 def trivial_prediction(gt: dict) -> dict[str, np.ndarray]:

@@ -41,8 +41,8 @@ def comparison_table(rows: list[dict], columns: dict[str, str] = TABLE_COLUMNS,
 
     rows: dicts with "method", "bits" and "metrics" (an evaluate() result or any dict holding
     the column keys); rows[0] is the float reference that the retention columns divide by.
-    An optional "label" replaces the method name. AUC columns get one decimal, "*seconds"
-    none, the rest three.
+    An optional "label" replaces the method name. AUC columns (keys containing "auc") get one
+    decimal, "*seconds" none, the rest three.
     """
     reference = rows[0]["metrics"]
     head = ["Method", "Bits", *columns.values(),
@@ -52,7 +52,7 @@ def comparison_table(rows: list[dict], columns: dict[str, str] = TABLE_COLUMNS,
         metrics = row["metrics"]
         cells = [row.get("label") or METHOD_NAMES.get(row["method"], row["method"]),
                  "fp32" if row["method"] == "fp" else row["bits"].upper()]
-        cells += [_cell(metrics.get(k), 1 if k.startswith("auc") else 0 if k.endswith("seconds")
+        cells += [_cell(metrics.get(k), 1 if "auc" in k else 0 if k.endswith("seconds")
                         else 3) for k in columns]
         cells += [_cell(None if metrics.get(k) is None or reference.get(k) is None
                         else retention(k, metrics[k], reference[k]), 1) for k in retained]
