@@ -73,3 +73,18 @@ def test_welch_test_matches_a_hand_computed_case():
     assert diff == -3.5 and t == pytest.approx(-2.2514, abs=1e-4) and df == pytest.approx(5.521, abs=1e-3)
     assert p == pytest.approx(2 * student_t.sf(-t, df), rel=1e-9)
     assert welch_test(a, a)[1] == pytest.approx(1.0)
+
+
+def test_the_notebooks_helper_renders_any_section_or_says_how_to_make_it(quick_run, tmp_path):
+    from qvggt_lib.course.full_results import fig5_seed_values, full_results_markdown
+
+    out, _, _ = quick_run
+    table1 = full_results_markdown("table1", out / "results.json")
+    assert table1.startswith("**Full run**") and "AUC@5 vs FP" in table1 and "| QuantVGGT | W4A4 |" in table1
+    assert "Welch" in full_results_markdown("fig5", out / "results.json")
+    assert "has no table11 yet" in full_results_markdown("table11", out / "results.json")
+    assert "was not found" in full_results_markdown("table1", tmp_path / "none.json")
+    with pytest.raises(ValueError, match="unknown section"):
+        full_results_markdown("table2", out / "results.json")
+    values = fig5_seed_values("fidelity_auc5", out / "results.json")
+    assert list(values) == ["random", "nfds"] and all(len(v) == 3 for v in values.values())

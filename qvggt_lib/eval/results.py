@@ -363,84 +363,98 @@ SECTION_RUNNERS = {"table1": run_table1, "rounding": run_rounding, "epochs": run
 def markdown(data: dict, quick: bool = False) -> str:
     """docs/results.md from the JSON store: the setup, then the tables of every section present."""
     s, cfg = data["settings"], data["model"]["config"]
-    fp = data.get("fp", {}).get("fp")
     runs = "; ".join(f"{r['started']} on {r['machine']}" for r in data["runs"])
-    heldout = f"{s['scenes']}..{s['scenes'] + s['heldout_scenes'] - 1}"
     setup = (
         f"Setup. Model: a tiny VGGT (the VGGT-1B architecture with {cfg['depth']} frame + "
         f"{cfg['depth']} global blocks of width {cfg['embed_dim']}, {cfg['img_size']} px), "
         f"{data['model']['source']}. Evaluation: the same {s['scenes']} rendered test scenes "
-        f"(0..{s['scenes'] - 1}) x {s['frames']} frames for every row; Table 1 and the rounding "
-        f"variants are re-checked on the held-out test scenes {heldout}. Calibration: "
-        f"{s['calib_size']} of {s['pool']} calib-split scenes of {s['calib_frames']} frames picked "
-        f"by NFDS (K = {s['clusters']}, p = 0.2) unless stated; QuantVGGT is the project's default "
-        f"recipe (`QuantVGGTConfig()`) with {s['epochs']} epoch(s) per block unless stated. "
-        "\"vs FP\" columns score fidelity: the quantized model against the float model's own "
-        "outputs (pose AUCs with the float cameras as the truth; 100 = the same cameras); the "
-        "others score accuracy against the rendered ground truth. The columns are defined in "
-        "`docs/fidelity.md` and `docs/results-notes.md`, with what the numbers say.")
+        f"(0..{s['scenes'] - 1}) x {s['frames']} frames for every row; Table 1, the rounding "
+        f"variants and the epochs are re-checked on the held-out test scenes {_heldout(s)}. "
+        f"Calibration: {s['calib_size']} of {s['pool']} calib-split scenes of {s['calib_frames']} "
+        f"frames picked by NFDS (K = {s['clusters']}, p = 0.2) unless stated; QuantVGGT is the "
+        f"project's default recipe (`QuantVGGTConfig()`) with {s['epochs']} epoch(s) per block "
+        "unless stated. \"vs FP\" columns score fidelity: the quantized model against the float "
+        "model's own outputs (pose AUCs with the float cameras as the truth; 100 = the same "
+        "cameras); the others score accuracy against the rendered ground truth. The columns are "
+        "defined in `docs/fidelity.md` and `docs/results-notes.md`, with what the numbers say.")
     kind = "--quick smoke run, random weights" if quick else "full run"
     lines = ["# Results: post-training quantization of the tiny VGGT", "",
              (f"Written by `scripts/run_results.py` ({kind}); machines and dates per entry are in "
               f"`results.json`. Runs: {runs}."), "", setup, ""]
-    if fp is None:
-        return "\n".join(lines)
-    fp_row = {"method": "fp", "bits": "", "metrics": _flat(fp, s)}
-    long_column = {"auc30_long": f"AUC@30 ({s['long_frames']} fr.)"}
-
-    def rows_of(section, label=None, metrics_key="metrics"):
-        return [{"method": "quantvggt" if label else k.split("/")[0],
-                 "bits": k.split("/")[1] if "/" in k else "w4a4",
-                 "label": label(k) if label else None,
-                 "metrics": _flat(v, s, metrics_key)} for k, v in data.get(section, {}).items()
-                if metrics_key in v]
-
-    def table(rows, columns, retained=("auc30",), reference=fp_row):
-        return comparison_table([reference] + rows, columns, retained)
-
-    if data.get("table1"):
-        lines += ["## Table 1 analogue: methods x bits", "",
-                  "Accuracy against the ground truth:", "",
-                  table(rows_of("table1"), {**TABLE_COLUMNS, **long_column},
-                        ("auc30", "depth_abs_rel")), "",
-                  "Fidelity to the float model:", "",
-                  table(rows_of("table1"), FIDELITY_COLUMNS, ()), "",
-                  f"Fidelity re-checked on the held-out test scenes {heldout}:", "",
-                  table(rows_of("table1", metrics_key="metrics_heldout"), FIDELITY_COLUMNS, (),
-                        {**fp_row, "metrics": _flat(fp, s, "metrics_heldout")}), ""]
-    if data.get("rounding"):
-        lines += ["## QuantVGGT's weight rounding and clip initialisation", "",
-                  (f"Same epochs ({s['epochs']}) and calibration for every row. \"paper\": every "
-                   "clip starts at sigmoid(4) = 0.982, block inputs from the float model, weights "
-                   "rounded to nearest; \"clips_by_bits\": 8-bit sides start unclipped; "
-                   "\"gptq\": GPTQ rounding in the rotated-and-smoothed space after each block's "
-                   "reconstruction; \"+quantized_inputs\": block inputs (and GPTQ's Hessians) "
-                   "from the already-quantized blocks; \"default\": all three, "
-                   "`QuantVGGTConfig()`."), "",
-                  table(rows_of("rounding", _variant), {"auc30": "AUC@30", **FIDELITY_COLUMNS}), "",
-                  f"Held-out test scenes {heldout}:", "",
-                  table(rows_of("rounding", _variant, "metrics_heldout"),
-                        {"auc30": "AUC@30", **FIDELITY_COLUMNS}, ("auc30",),
-                        {**fp_row, "metrics": _flat(fp, s, "metrics_heldout")}), ""]
-    if data.get("epochs"):
-        lines += ["## Epochs per block (QuantVGGT W4A4): fidelity against calibration time", "",
-                  table(rows_of("epochs", lambda k: k), {"auc30": "AUC@30", **FIDELITY_COLUMNS}), "",
-                  f"Held-out test scenes {heldout}:", "",
-                  table(rows_of("epochs", lambda k: k, "metrics_heldout"),
-                        {"auc30": "AUC@30", **FIDELITY_COLUMNS}, ("auc30",),
-                        {**fp_row, "metrics": _flat(fp, s, "metrics_heldout")}), ""]
-    for section, title in (("table4", "Table 4 analogue: DSFQ ablation (W4A4)"),
-                           ("table10", "Table 10 analogue: smoothing alpha (W4A4)"),
-                           ("table11", "Table 11 analogue: calibration size and K (W4A4)")):
-        if data.get(section):
-            columns = {"auc30": "AUC@30", "depth_abs_rel": "AbsRel", **FIDELITY_COLUMNS}
-            lines += [f"## {title}", "", table(rows_of(section, lambda k: k), columns), ""]
-    if data.get("fig5"):
-        lines += ["## Fig. 5 analogue: calibration pick (QuantVGGT W4A4), mean ± std over seeds", "",
-                  _fig5_table(data["fig5"], s), "",
-                  "Welch's t-test of each pick against random (two-sided p; the seeds are the samples):",
-                  "", _fig5_tests(data["fig5"], s), ""]
+    if data.get("fp", {}).get("fp") is not None:
+        lines += [section_markdown(data, name) for name in SECTIONS if data.get(name)]
     return "\n".join(lines)
+
+
+SECTION_TITLES = {
+    "table1": "Table 1 analogue: methods x bits",
+    "rounding": "QuantVGGT's weight rounding and clip initialisation (W8A8, W4A4)",
+    "epochs": "Epochs per block (QuantVGGT W4A4): fidelity against calibration time",
+    "table4": "Table 4 analogue: DSFQ ablation (W4A4)",
+    "fig5": "Fig. 5 analogue: calibration pick (QuantVGGT W4A4), mean ± std over seeds",
+    "table10": "Table 10 analogue: smoothing alpha (W4A4)",
+    "table11": "Table 11 analogue: calibration size and K (W4A4)",
+}
+ROUNDING_NOTE = (
+    "Same epochs and calibration for every row. \"paper\": every clip starts at sigmoid(4) = "
+    "0.982, block inputs from the float model, weights rounded to nearest; \"clips_by_bits\": "
+    "8-bit sides start unclipped; \"gptq\": GPTQ rounding in the rotated-and-smoothed space after "
+    "each block's reconstruction; \"+quantized_inputs\": block inputs (and GPTQ's Hessians) from "
+    "the already-quantized blocks; \"default\": all three, `QuantVGGTConfig()`.")
+
+
+def section_markdown(data: dict, section: str) -> str:
+    """One section of the results (a key of SECTION_TITLES) as markdown: its title and tables,
+    every row against the float row of the same scenes."""
+    s, fp = data["settings"], data["fp"]["fp"]
+    entries = _in_run_order(section, data.get(section, {}), s)
+    fidelity = {"auc30": "AUC@30", **FIDELITY_COLUMNS}
+
+    def rows(metrics_key="metrics"):
+        fp_row = {"method": "fp", "bits": "", "metrics": _flat(fp, s, metrics_key)}
+        return [fp_row] + [{"method": "quantvggt" if section != "table1" else k.split("/")[0],
+                            "bits": k.split("/")[1] if "/" in k else "w4a4",
+                            "label": None if section == "table1" else k.split("/")[0],
+                            "metrics": _flat(v, s, metrics_key)}
+                           for k, v in entries.items() if metrics_key in v]
+
+    heldout = f"Re-checked on the held-out test scenes {_heldout(s)}:"
+    if section == "table1":
+        long_column = {"auc30_long": f"AUC@30 ({s['long_frames']} fr.)"}
+        parts = ["Accuracy against the ground truth:",
+                 comparison_table(rows(), {**TABLE_COLUMNS, **long_column}, ("auc30", "depth_abs_rel")),
+                 "Fidelity to the float model:", comparison_table(rows(), FIDELITY_COLUMNS, ()),
+                 heldout, comparison_table(rows("metrics_heldout"), FIDELITY_COLUMNS, ())]
+    elif section in ("rounding", "epochs"):
+        parts = ([ROUNDING_NOTE] if section == "rounding" else []) + [
+            comparison_table(rows(), fidelity), heldout,
+            comparison_table(rows("metrics_heldout"), fidelity)]
+    elif section == "fig5":
+        parts = [_fig5_table(entries, s),
+                 "Welch's t-test of each pick against random (two-sided p; the seeds are the samples):",
+                 _fig5_tests(entries, s)]
+    else:
+        parts = [comparison_table(rows(), {"auc30": "AUC@30", "depth_abs_rel": "AbsRel", **FIDELITY_COLUMNS})]
+    return "\n\n".join([f"## {SECTION_TITLES[section]}", *parts]) + "\n"
+
+
+def _in_run_order(section: str, entries: dict, s: dict) -> dict:
+    """The entries in the order the section runner makes them (workers store them as they finish)."""
+    order = {
+        "table1": [f"{m}/{b}" for m in s["methods"] for b in s["bits"]],
+        "rounding": [f"{v}/{b}" for b in s["rounding_bits"] for v in ROUNDING_VARIANTS],
+        "epochs": [f"epochs{e}" for e in s["epochs_sweep"]],
+        "table4": list(s["ablations"]),
+        "fig5": [f"{p}/seed{seed}" for p in s["selections"] for seed in s["seeds"]],
+        "table10": [f"alpha{a}" for a in s["alphas"]],
+        "table11": [f"size{n}" for n in s["sizes"]] + [f"K{k}" for k in s["clusters_sweep"]],
+    }[section]
+    rank = {key: i for i, key in enumerate(order)}
+    return dict(sorted(entries.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+def _heldout(s: dict) -> str:
+    return f"{s['scenes']}..{s['scenes'] + s['heldout_scenes'] - 1}"
 
 
 def _variant(key: str) -> str:
