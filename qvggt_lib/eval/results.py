@@ -427,8 +427,8 @@ def section_markdown(data: dict, section: str) -> str:
                  heldout, comparison_table(rows("metrics_heldout"), FIDELITY_COLUMNS, ())]
     elif section in ("rounding", "epochs"):
         parts = ([ROUNDING_NOTE] if section == "rounding" else []) + [
-            comparison_table(rows(), fidelity), heldout,
-            comparison_table(rows("metrics_heldout"), fidelity)]
+            comparison_table(rows(), fidelity, ("auc30",)), heldout,
+            comparison_table(rows("metrics_heldout"), fidelity, ("auc30",))]
     elif section == "fig5":
         parts = [_fig5_table(entries, s),
                  "Welch's t-test of each pick against random (two-sided p; the seeds are the samples):",
