@@ -27,7 +27,7 @@ BITS = ("w8a8", "w6a6", "w4a8", "w4a4")  # the paper's settings; any "wXaY" with
 FLOAT_BITS = 16  # "w16a16" (or w16aY / wXa16) keeps that side in float: an exactness check
 INPUT_FROM = ("fp", "quantized")  # where block reconstruction takes a block's inputs from
 WEIGHT_ROUNDINGS = ("rtn", "gptq")  # how QuantVGGT rounds its weights after block reconstruction
-DEFAULT_EPOCHS = 3  # the paper: 15; the cost is measured in QuantVGGTConfig's docstring
+DEFAULT_EPOCHS = 3  # the paper: 15; measured against 8 and 15 in QuantVGGTConfig's docstring
 
 
 def parse_bits(bits: str) -> tuple[int, int]:
@@ -218,11 +218,10 @@ class QuantVGGTConfig(QuantConfig):
         calibrate: block-wise reconstruction of s and the clip factors (calibration.py).
         learnable_weight_clip, learnable_act_clip: LWC per output channel, LAC per layer
             (ignored for a side kept in float), initialised at sigmoid(clip_init_logit).
-        epochs: passes over the calibration set per block. The paper uses 15; the default 3
-            keeps the tiny model's W4A4 calibration (40 scenes x 8 frames, 12 blocks) to a
-            few minutes on CPU. Measured on a 2-core VM, 1 thread: 168 s in all (statistics
-            12.5 s; block inputs, targets and MSEs ~32 s; ~41 s per epoch of 480 AdamW
-            steps), so ~4 min at 5 epochs and ~11 min at the paper's 15.
+        epochs: passes over the calibration set per block. The paper uses 15; 3 is the default
+            because more did not buy fidelity consistently on the tiny model (W4A4, 40 scenes x 8
+            frames, 12 blocks, one thread of a 2-core Intel Xeon VM: 3 epochs 86 s, 8 epochs
+            167 s, 15 epochs 296 s; docs/results-notes.md, section 5).
         lr_smooth, lr_clip: AdamW learning rates (paper: 5e-3, 5e-2; the code: 1e-3, 1e-2).
         input_from: "quantized" (default: block inputs from the already-calibrated quantized
             blocks, QDrop-style, as GPTQ and QuaRot take their Hessians) or "fp" (from the FP
