@@ -40,7 +40,8 @@ def full_results_markdown(section: str, path=None) -> str:
     setting = (f"**Full run** ({data['model']['source']}): {s['scenes']} test scenes x {s['frames']} "
                f"frames; {s['calib_size']} of {s['pool']} NFDS calibration scenes x "
                f"{s['calib_frames']} frames; QuantVGGT `QuantVGGTConfig()` with {s['epochs']} "
-               f"epoch(s) unless a row says otherwise. Computed {dates[0]}..{dates[-1]} on {machines}.")
+               f"epoch(s) unless a row says otherwise. Computed "
+               f"{dates[0] if dates[0] == dates[-1] else dates[0] + '..' + dates[-1]} on {machines}.")
     return setting + "\n\n" + section_markdown(data, section).replace("## ", "#### ", 1)
 
 
