@@ -42,15 +42,15 @@ from qvggt_lib.quant.sampling import select_calibration
 
 RECORDING = Path(__file__).parent / "data" / "behaviour_lock.safetensors"
 OUTPUTS = ("depth", "world_points", "pose_enc")
-PAPER_ROUNDING = {"clip_init_logit": 4.0, "weight_rounding": "rtn"}  # the recipe when recorded
+PAPER_RECIPE = {"clip_init_logit": 4.0, "weight_rounding": "rtn", "input_from": "fp"}  # as recorded
 CASES = {  # name: (method, bits, options)
     "rtn_w4a4": ("rtn", "w4a4", {}),
     "smoothquant_w8a8": ("smoothquant", "w8a8", {}),
     "gptq_w4a8": ("gptq", "w4a8", {}),
     "quarot_w4a4": ("quarot", "w4a4", {}),
-    "quantvggt_w4a4": ("quantvggt", "w4a4", {"epochs": 1, **PAPER_ROUNDING}),
+    "quantvggt_w4a4": ("quantvggt", "w4a4", {"epochs": 1, **PAPER_RECIPE}),
     "quantvggt_smooth_then_rotate_w8a8": ("quantvggt", "w8a8",
-                                          {"epochs": 1, "order": "smooth_then_rotate", **PAPER_ROUNDING}),
+                                          {"epochs": 1, "order": "smooth_then_rotate", **PAPER_RECIPE}),
 }
 DEPLOYED = ("rtn_w4a4", "quarot_w4a4", "quantvggt_w4a4")
 # case: (bound on moved, or None where the measured spread leaves no useful bound; on magnitude)
