@@ -1,4 +1,4 @@
-"""``qvggt`` command line: demo, train, eval, quantize, table, bench."""
+"""``qvggt`` command line: demo, train, eval, predict, quantize, table, bench."""
 
 from __future__ import annotations
 
@@ -89,18 +89,33 @@ def _load_float(args):
         raise ValueError(str(exc)) from exc
 
 
+def _calibration_pool(args, model):
+    """The NFDS candidates: your image folders (--calib-images), or None: rendered calib-split scenes."""
+    from .data.image_folders import image_folder_pool
+
+    if args.calib_images is None:
+        return None, f"{args.calib_pool} calib-split scenes"
+    pool = image_folder_pool(args.calib_images, args.calib_frames, model.config.img_size)
+    if len(pool) < args.calib_size:
+        raise ValueError(f"--calib-images {args.calib_images} gives {len(pool)} calibration candidates "
+                         f"(each scene folder gives one per {args.calib_frames} images), fewer than "
+                         f"--calib-size {args.calib_size}: add scenes or lower --calib-size")
+    return pool, f"{len(pool)} candidates from {args.calib_images}"
+
+
 def _calibration(args, model, configs):
-    """Calibration scenes picked from the calib split when any config needs them, else None."""
+    """Calibration scenes picked from the pool when any config needs them, else None."""
     from .quant.sampling import SamplingConfig, calibration_scenes
 
     if not any(config.needs_calibration for config in configs):
         return None
     tic = time.perf_counter()
-    sampling = SamplingConfig(args.calib, args.calib_size, args.calib_pool, args.calib_frames,
-                              seed=args.seed)
-    scenes = calibration_scenes(model, sampling, progress=not args.no_progress)
+    pool, source = _calibration_pool(args, model)
+    sampling = SamplingConfig(args.calib, args.calib_size, args.calib_pool if pool is None else len(pool),
+                              args.calib_frames, seed=args.seed, num_clusters=args.calib_clusters)
+    scenes = calibration_scenes(model, sampling, pool=pool, progress=not args.no_progress)
     print(f"calibration: {len(scenes)} {args.calib} scenes of {args.calib_frames} frames from a "
-          f"pool of {args.calib_pool} calib-split scenes ({time.perf_counter() - tic:.1f}s)")
+          f"pool of {source} ({time.perf_counter() - tic:.1f}s)")
     return scenes
 
 
@@ -197,6 +212,12 @@ def _add_quant_arguments(parser) -> None:
                         help="calibration scenes to pick")
     parser.add_argument("--calib-pool", dest="calib_pool", type=POSITIVE, default=400,
                         help="candidate calib-split scenes to pick from")
+    parser.add_argument("--calib-clusters", dest="calib_clusters", type=POSITIVE, default=8,
+                        help="NFDS k-means clusters K (the paper's 8; at most the candidates left by "
+                             "the noise filter)")
+    parser.add_argument("--calib-images", dest="calib_images", default=None,
+                        help="calibrate on your own scenes: a folder of image folders (one scene each; "
+                             "each gives one candidate per --calib-frames images) instead of rendered ones")
     parser.add_argument("--calib-frames", dest="calib_frames", type=POSITIVE, default=8,
                         help="frames per calibration scene")
     parser.add_argument("--seed", type=NON_NEGATIVE, default=0,
@@ -236,6 +257,39 @@ def cmd_eval(args) -> int:
         print(f"\n{fidelity_table({label: results}, reference_label)}")
     if args.json is not None:
         print(f"wrote {save_json({'model': label, **results}, args.json)}")
+    return 0
+
+
+def _per_scene(path, scene: str) -> Path:
+    """``preds.npz`` -> ``preds_<scene>.npz``: one file per scene when a folder holds several."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_{scene}{path.suffix}")
+
+
+def cmd_predict(args) -> int:
+    """Run a model on your own images: every output in a .npz, a coloured point cloud in a .ply."""
+    from .data.image_folders import image_scenes
+    from .eval.evaluate import predict_scene
+    from .export import colored_points, save_predictions, write_ply
+    from .io import load_and_preprocess_images
+
+    torch.set_num_threads(args.threads)
+    scenes = image_scenes(args.images)  # a bad folder fails before the model loads
+    model, label = _load_for_eval(args)
+    model.to(args.device)
+    size = args.image_size or model.config.img_size
+    several = len(scenes) > 1
+    print(f"{label} on {len(scenes)} scene(s) from {args.images}, {args.mode} mode at {size} px")
+    for name, paths in scenes.items():
+        images = load_and_preprocess_images(paths, mode=args.mode, size=size)
+        pred = predict_scene(model, images)
+        out = save_predictions(pred, images, _per_scene(args.out, name) if several else args.out, paths)
+        line = f"{name}: {len(paths)} images, {images.shape[-2]}x{images.shape[-1]} -> {out}"
+        if args.ply is not None:
+            points, colors = colored_points(pred, images, args.points, args.keep)
+            ply = write_ply(_per_scene(args.ply, name) if several else args.ply, points, colors)
+            line += f", {len(points)} points ({args.points} branch) -> {ply}"
+        print(line)
     return 0
 
 
@@ -394,6 +448,29 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--json", default=None, help="also write the rows to this JSON file")
     tb.set_defaults(func=cmd_table)
 
+    pr = sub.add_parser("predict", help="run a model on your own images: cameras, depth and points in a "
+                                        ".npz, a coloured point cloud in a .ply", **defaults)
+    pr.add_argument("--images", required=True,
+                    help="a folder of images (one scene, frames in name order) or a folder of such folders")
+    pr.add_argument("--out", required=True,
+                    help="output .npz (several scenes: OUT_<scene>.npz each)")
+    pr.add_argument("--ply", default=None, help="also write the confident points to this .ply "
+                                                "(several scenes: PLY_<scene>.ply each)")
+    pr.add_argument("--model", default="tiny", help="shipped pretrained name (tiny)")
+    pr.add_argument("--checkpoint", default=None,
+                    help="the official model.pt / model.safetensors, or a float, quantized or deployed "
+                         "file of ours (overrides --model)")
+    pr.add_argument("--mode", default="crop", choices=("crop", "pad"), help="VGGT's preprocessing mode")
+    pr.add_argument("--image-size", dest="image_size", type=POSITIVE, default=None,
+                    help="image width in pixels, a multiple of 14 (default: the model's img_size)")
+    pr.add_argument("--points", default="depth", choices=("depth", "point_map"),
+                    help="point cloud from depth + cameras (VGGT's demo default) or the point head")
+    pr.add_argument("--keep", type=float, default=0.5,
+                    help="fraction of the most confident pixels in the .ply (VGGT's demo: 0.5)")
+    pr.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    pr.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
+    pr.set_defaults(func=cmd_predict)
+
     from .deploy.bench import SCHEMES
 
     be = sub.add_parser("bench", help="speed of the deployed aggregator: fp32, bf16, w8a8, w4a8, w4a4 "
@@ -414,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OUTPUT_OPTIONS = {"out": "--out", "json": "--json"}
+OUTPUT_OPTIONS = {"out": "--out", "json": "--json", "ply": "--ply"}
+REQUIRED_SUFFIXES = {("predict", "out"): ".npz", ("predict", "ply"): ".ply"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         for dest, option in OUTPUT_OPTIONS.items():
             if getattr(args, dest, None) is not None:
                 check_output_file(getattr(args, dest), option)
+                suffix = REQUIRED_SUFFIXES.get((args.command, dest))
+                if suffix and Path(getattr(args, dest)).suffix.lower() != suffix:
+                    raise ValueError(f"{option} {getattr(args, dest)} must end in {suffix}")
         if getattr(args, "out_dir", None) is not None:
             check_output_dir(args.out_dir, "--out-dir")
         return args.func(args)

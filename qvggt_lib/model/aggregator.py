@@ -106,9 +106,17 @@ class Aggregator(nn.Module):
         )
         self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, dim))
         self.register_token = nn.Parameter(torch.zeros(1, 2, cfg.num_register_tokens, dim))
-        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+        self.reset_constants()
         self.gradient_checkpointing = False
+
+    def reset_constants(self) -> None:
+        """The ImageNet mean and std buffers (not in checkpoints: a model built on the meta device
+        gets them here after loading)."""
+        device = None if self.camera_token.is_meta else self.camera_token.device
+        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("_std", torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1),
+                             persistent=False)
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images [B, S, 3, H, W] in [0, 1] -> tokens [B*S, P, C] and RoPE positions [B*S, P, 2].

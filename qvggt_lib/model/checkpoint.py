@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import VGGTConfig
+from .config import VGGTConfig, get_config
 from .vggt import VGGT
 
 SKIPPED_PREFIXES = ("track_head.",)  # the tracker is out of scope; its keys are reported, not loaded
@@ -93,6 +93,17 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         ) from exc
 
 
+def _torch_load_mapped(path: Path):
+    """torch.load memory-mapped (the tensors stay in the file until touched); files in the legacy
+    pre-1.6 format cannot be mapped and are read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a ``.safetensors`` or a ``torch.save``-d plain state dict (``.pt``/``.pth``)."""
     path = Path(path)
@@ -100,7 +111,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path)), metadata
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load_mapped(path)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"Could not read checkpoint {path}: it is not a torch.save-d state dict, or it holds objects "
@@ -125,6 +136,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     ``track_head.*`` keys are skipped and reported. With ``strict``, any missing,
     unexpected or mis-shaped key raises a :class:`CheckpointError` listing them all; without it
     they are listed in the returned report. Non-float tensors for float parameters always raise.
+    A model built on the ``meta`` device takes the file's tensors themselves (``assign``): no
+    second copy of the weights is made, and it must load strictly.
     """
     state, _ = read_state_dict(path)
     report = LoadReport(skipped=sorted(k for k in state if k.startswith(SKIPPED_PREFIXES)))
@@ -155,8 +168,11 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
             + ". Build the model with the checkpoint's configuration (e.g. build_vggt('vggt-1b') for the official "
             "weights), or use load_model() for checkpoints saved by save_checkpoint()."
         )
+    assign = any(p.is_meta for p in model.parameters())
+    if assign and not strict:
+        raise ValueError("a model on the meta device has no weights to keep: load it with strict=True")
     loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    model.load_state_dict(loadable, strict=False)
+    model.load_state_dict(loadable, strict=False, assign=assign)
     report.loaded = sorted(loadable)
     report.missing, report.unexpected, report.mismatched = missing, unexpected, mismatched
     return report
@@ -182,8 +198,27 @@ def save_checkpoint(model: VGGT, path: str | Path, extra_metadata: dict[str, str
     return path
 
 
+def load_official(path: str | Path, config: str = "vggt-1b", device=None) -> VGGT:
+    """The official weights (``model.pt`` or ``model.safetensors`` of facebook/VGGT-1B) in eval mode.
+
+    The model is built on the ``meta`` device and its parameters take the file's tensors
+    (memory-mapped for ``.pt``), so loading the 4.7 GB checkpoint needs its size once, not twice.
+    """
+    with torch.device("meta"):
+        model = VGGT(get_config(config))
+    try:
+        load_checkpoint(model, path, strict=True)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (a file without our metadata is read as the official {config} "
+                              "checkpoint; our own files are written by save_checkpoint)") from None
+    model.aggregator.reset_constants()
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
 def load_model(path: str | Path, device=None) -> VGGT:
-    """Rebuild the model saved by :func:`save_checkpoint` and load its weights (strict)."""
+    """Rebuild the model saved by :func:`save_checkpoint` and load its weights (strict); a file
+    without our metadata (the official ``model.pt``) goes to :func:`load_official`."""
     metadata = read_metadata(path)  # the header only: nothing is allocated before the checks
     loader = OTHER_FORMATS.get(metadata.get("format"))
     if loader is not None:
@@ -191,10 +226,7 @@ def load_model(path: str | Path, device=None) -> VGGT:
                               f"{loader} (or qvggt_lib.quant.load_any, which reads every kind)")
     check_digest(path, metadata)
     if "config" not in metadata:
-        raise CheckpointError(
-            f"{path} has no model configuration in its metadata (it was not written by save_checkpoint); "
-            "build the model yourself, e.g. build_vggt('vggt-1b'), then call load_checkpoint(model, path)"
-        )
+        return load_official(path, device=device)
     try:
         config = VGGTConfig.from_dict(json.loads(metadata["config"]))
     except (ValueError, TypeError) as exc:  # json errors are ValueErrors

@@ -162,7 +162,8 @@ def cluster_features(features: np.ndarray, num_clusters: int = 8, seed: int = 0)
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {features.shape}")
     if not 1 <= num_clusters <= len(features):
-        raise ValueError(f"num_clusters must be in [1, {len(features)}], got {num_clusters}")
+        raise ValueError(f"num_clusters must be in [1, {len(features)}] (the candidates to cluster), "
+                         f"got {num_clusters}")
     return KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(features)
 
 
