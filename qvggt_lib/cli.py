@@ -47,11 +47,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def check_device(name: str) -> str:
+    """``name`` if torch can use that device here, else a clear error (before any work)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r} asked, but torch sees no CUDA GPU here; use --device cpu")
+    return name
+
+
 def _load_for_eval(args):
     """The model to evaluate and its row label: ``--checkpoint`` (a save_checkpoint or a
     save_quantized file, told apart by its metadata) wins over ``--model`` (a shipped name)."""
-    return _load_named_or_file(args.model if args.checkpoint is None else args.checkpoint,
-                               is_file=args.checkpoint is not None)
+    model, label = _load_named_or_file(args.model if args.checkpoint is None else args.checkpoint,
+                                       is_file=args.checkpoint is not None)
+    return model.to(check_device(args.device)), label
 
 
 def _load_named_or_file(name_or_path: str, is_file: bool | None = None):
@@ -76,23 +88,36 @@ def _load_named_or_file(name_or_path: str, is_file: bool | None = None):
 
 
 def _load_float(args):
-    """The float model to quantize: ``--checkpoint`` (save_checkpoint file) or ``--model``."""
+    """The float model to quantize, on --device: ``--checkpoint`` (the official model.pt or a
+    save_checkpoint file) or ``--model``."""
     from .model import CheckpointError, load_model, load_pretrained
 
+    device = check_device(args.device)
     try:
         if args.checkpoint is not None:
             if not Path(args.checkpoint).is_file():
                 raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
-            return load_model(args.checkpoint)
-        return load_pretrained(args.model)
+            return load_model(args.checkpoint, device=device)
+        return load_pretrained(args.model, device=device)
     except CheckpointError as exc:
         raise ValueError(str(exc)) from exc
 
 
 def _calibration_pool(args, model):
-    """The NFDS candidates: your image folders (--calib-images), or None: rendered calib-split scenes."""
+    """The NFDS candidates: Co3D training sequences (--calib-co3d-dir), your image folders
+    (--calib-images), or None: rendered calib-split scenes."""
+    from .data.co3d import co3d_calibration_pool
     from .data.image_folders import image_folder_pool
 
+    if args.calib_images is not None and args.calib_co3d_dir is not None:
+        raise ValueError("give --calib-images or --calib-co3d-dir, not both")
+    if (args.calib_co3d_dir is None) != (args.calib_co3d_anno_dir is None):
+        raise ValueError("--calib-co3d-dir and --calib-co3d-anno-dir go together")
+    if args.calib_co3d_dir is not None:
+        pool = co3d_calibration_pool(args.calib_co3d_dir, args.calib_co3d_anno_dir, args.calib_categories,
+                                     args.calib_pool, args.calib_frames, model.config.img_size, seed=args.seed,
+                                     min_frames=args.calib_min_frames)
+        return pool, f"{len(pool)} Co3D training sequences"
     if args.calib_images is None:
         return None, f"{args.calib_pool} calib-split scenes"
     pool = image_folder_pool(args.calib_images, args.calib_frames, model.config.img_size)
@@ -220,8 +245,17 @@ def _add_quant_arguments(parser) -> None:
                              "each gives one candidate per --calib-frames images) instead of rendered ones")
     parser.add_argument("--calib-frames", dest="calib_frames", type=POSITIVE, default=8,
                         help="frames per calibration scene")
+    parser.add_argument("--calib-co3d-dir", dest="calib_co3d_dir", default=None,
+                        help="calibrate on Co3D training sequences (the paper's pool): the Co3Dv2 root; "
+                             "--calib-pool of them, --calib-frames random frames each")
+    parser.add_argument("--calib-co3d-anno-dir", dest="calib_co3d_anno_dir", default=None,
+                        help="the {category}_train.jgz files for --calib-co3d-dir")
+    parser.add_argument("--calib-categories", dest="calib_categories", nargs="+", default=None,
+                        help="Co3D categories of the pool (default: all 41)")
+    parser.add_argument("--calib-min-frames", dest="calib_min_frames", type=POSITIVE, default=50,
+                        help="Co3D pool: only sequences with at least this many frames")
     parser.add_argument("--seed", type=NON_NEGATIVE, default=0,
-                        help="seeds the calibration pick and the Hadamard rotations")
+                        help="seeds the calibration pool and pick and the Hadamard rotations")
     parser.add_argument("--epochs", type=NON_NEGATIVE, default=None,
                         help="QuantVGGT block-calibration epochs (default: the recipe's)")
     parser.add_argument("--recipe", default="default", choices=("default", "paper"),
@@ -232,27 +266,83 @@ def _add_quant_arguments(parser) -> None:
                         choices=("rtn", "gptq"),
                         help="QuantVGGT: rtn, or gptq in the rotated-and-smoothed space after each "
                              "block's reconstruction (default: the recipe's)")
+    parser.add_argument("--device", default="cpu", help="torch device for calibration and evaluation (cpu, cuda)")
     parser.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
 
 
+DATA_FRAMES = {"rendered": 8, "co3d": 10}  # --frames default per --data (the paper's 10 for Co3D)
+
+
+def _check_data_options(args) -> None:
+    """Each --data needs its folders; options of another data are refused, not ignored."""
+    needs = {"co3d": ("co3d_dir", "co3d_anno_dir"), "7scenes": ("data_dir",), "nrgbd": ("data_dir",)}
+    missing = [f"--{name.replace('_', '-')}" for name in needs.get(args.data, ()) if getattr(args, name) is None]
+    if missing:
+        raise ValueError(f"--data {args.data} needs {' and '.join(missing)}")
+    foreign = {"rendered": ("co3d_dir", "co3d_anno_dir", "categories", "max_sequences", "data_dir", "kf_every"),
+               "co3d": ("data_dir", "kf_every", "scene_names", "split"),
+               "7scenes": ("co3d_dir", "co3d_anno_dir", "categories", "frames", "split"),
+               "nrgbd": ("co3d_dir", "co3d_anno_dir", "categories", "frames", "split")}[args.data]
+    given = [f"--{name.replace('_', '-')}" for name in foreign if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not used with --data {args.data}; leave out what belongs "
+                         "to other data")
+
+
+def _evaluate_data(args, model, **options) -> dict:
+    """The model on the data --data names (rendered scenes, Co3D or 7-Scenes / NRGBD sequences)."""
+    from .eval.co3d import evaluate_co3d
+    from .eval.evaluate import evaluate
+    from .eval.pointcloud import evaluate_pointclouds
+
+    size, progress = args.image_size or model.config.img_size, not args.no_progress
+    if args.data == "rendered":
+        return evaluate(model, num_scenes=args.scenes, num_frames=args.frames or DATA_FRAMES["rendered"],
+                        seed=args.seed, split=args.split or "test", image_size=size, progress=progress, **options)
+    options.pop("baselines", None)  # the trivial baselines are defined on rendered scenes
+    if args.data == "co3d":
+        return evaluate_co3d(model, args.co3d_dir, args.co3d_anno_dir, args.categories,
+                             args.frames or DATA_FRAMES["co3d"], args.min_frames, args.seed, size,
+                             progress=progress, max_sequences=args.max_sequences, **options)
+    return evaluate_pointclouds(model, args.data, args.data_dir, args.scene_names, args.kf_every, size,
+                                progress=progress, max_sequences=args.max_sequences, **options)
+
+
+def _describe_data(args, results: dict) -> str:
+    if args.data == "rendered":
+        return (f"{results['num_scenes']} {results['split']} scenes (indices {args.seed}.."
+                f"{args.seed + args.scenes - 1}) x {results['num_frames']} frames at {results['image_size']} px")
+    if args.data == "co3d":
+        return (f"Co3Dv2, {results['num_sequences']} test sequences of {len(results['categories'])} categories "
+                f"x {results['num_frames']} frames at {results['image_size']} px "
+                f"({results['num_skipped']} too short, skipped)")
+    return (f"{args.data}, {results['num_sequences']} test sequences, a keyframe every {results['kf_every']} "
+            f"frames, at {results['image_size']} px")
+
+
 def cmd_eval(args) -> int:
-    """Evaluate a model on rendered test scenes; print a markdown table (model + baselines)."""
-    from .eval.evaluate import evaluate, save_json
+    """Evaluate a model on rendered scenes, Co3D or 7-Scenes / NRGBD; print a markdown table."""
+    from .eval.co3d import METRIC_KEYS as CO3D_KEYS
+    from .eval.evaluate import save_json
+    from .eval.pointcloud import METRIC_KEYS as POINTCLOUD_KEYS
     from .eval.tables import fidelity_table, format_table
 
+    _check_data_options(args)
     torch.set_num_threads(args.threads)
     model, label = _load_for_eval(args)
-    settings = {"num_scenes": args.scenes, "num_frames": args.frames, "seed": args.seed, "split": args.split,
-                "image_size": args.image_size or model.config.img_size, "progress": not args.no_progress}
     reference = None  # the reference model sees the same scenes at the same size
     if args.reference is not None:
         reference_model, reference_label = _load_named_or_file(args.reference)
-        reference = evaluate(reference_model, **settings, baselines=False, keep_predictions=True)["predictions"]
-    results = evaluate(model, **settings, baselines=not args.no_baselines, reference=reference)
-    print(f"{label}: {results['num_scenes']} {results['split']} scenes (indices {args.seed}.."
-          f"{args.seed + args.scenes - 1}) x {results['num_frames']} frames at {results['image_size']} px")
-    print(format_table({label: results}))
+        reference_model.to(args.device)
+        if args.image_size is None and reference_model.config.img_size != model.config.img_size:
+            raise ValueError(f"--reference has img_size {reference_model.config.img_size}, the model "
+                             f"{model.config.img_size}: set --image-size so both see the same pixels")
+        reference = _evaluate_data(args, reference_model, baselines=False, keep_predictions=True)["predictions"]
+    results = _evaluate_data(args, model, baselines=not args.no_baselines, reference=reference)
+    print(f"{label}: {_describe_data(args, results)}")
+    keys = {"co3d": CO3D_KEYS, "7scenes": POINTCLOUD_KEYS, "nrgbd": POINTCLOUD_KEYS}.get(args.data)
+    print(format_table({label: results}) if keys is None else format_table({label: results}, keys))
     if reference is not None:
         print(f"\n{fidelity_table({label: results}, reference_label)}")
     if args.json is not None:
@@ -276,7 +366,6 @@ def cmd_predict(args) -> int:
     torch.set_num_threads(args.threads)
     scenes = image_scenes(args.images)  # a bad folder fails before the model loads
     model, label = _load_for_eval(args)
-    model.to(args.device)
     size = args.image_size or model.config.img_size
     several = len(scenes) > 1
     print(f"{label} on {len(scenes)} scene(s) from {args.images}, {args.mode} mode at {size} px")
@@ -406,24 +495,45 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="pose / depth / point metrics on rendered test scenes, with baselines",
-                        **defaults)
+    ev = sub.add_parser("eval", help="pose / depth / point metrics on rendered scenes (with baselines), "
+                                     "Co3Dv2 (the paper's Table 1) or 7-Scenes / NRGBD (Table 3)", **defaults)
     ev.add_argument("--model", default="tiny", help="shipped pretrained name (tiny)")
-    ev.add_argument("--checkpoint", default=None, help="a file written by save_checkpoint (overrides --model)")
-    ev.add_argument("--scenes", type=POSITIVE, default=32, help="rendered scenes to evaluate on")
-    ev.add_argument("--frames", type=POSITIVE, default=8, help="frames (views) per scene")
+    ev.add_argument("--checkpoint", default=None,
+                    help="the official model.pt / model.safetensors, or a float, quantized or deployed file "
+                         "of ours (overrides --model)")
+    ev.add_argument("--data", default="rendered", choices=("rendered", "co3d", "7scenes", "nrgbd"),
+                    help="what to evaluate on")
+    ev.add_argument("--scenes", type=POSITIVE, default=32, help="rendered: scenes to evaluate on")
+    ev.add_argument("--frames", type=POSITIVE, default=None,
+                    help="frames (views) per scene: rendered 8, co3d 10 (random per sequence)")
     ev.add_argument("--seed", type=NON_NEGATIVE, default=0,
-                    help="first scene index; scenes seed..seed+scenes-1 (multiples of --scenes are disjoint)")
-    ev.add_argument("--split", default="test", help="rendered split: train, val, test or calib")
+                    help="rendered: first scene index (scenes seed..seed+scenes-1; multiples of --scenes are "
+                         "disjoint); co3d: the seed of the frame draw")
+    ev.add_argument("--split", default=None, help="rendered split: train, calib or test (default test)")
+    ev.add_argument("--co3d-dir", dest="co3d_dir", default=None, help="co3d: the Co3Dv2 root")
+    ev.add_argument("--co3d-anno-dir", dest="co3d_anno_dir", default=None,
+                    help="co3d: the {category}_test.jgz files of VGGT's preprocess_co3d.py (docs/co3d.md)")
+    ev.add_argument("--categories", nargs="+", default=None, help="co3d: a subset of the 41 categories")
+    ev.add_argument("--min-frames", dest="min_frames", type=POSITIVE, default=50,
+                    help="co3d: sequences with fewer frames are skipped (the protocol's 50)")
+    ev.add_argument("--data-dir", dest="data_dir", default=None,
+                    help="7scenes / nrgbd: the dataset root in its public layout (docs/pointcloud_eval.md)")
+    ev.add_argument("--scene-names", dest="scene_names", nargs="+", default=None,
+                    help="7scenes / nrgbd: a subset of the scenes")
+    ev.add_argument("--kf-every", dest="kf_every", type=POSITIVE, default=None,
+                    help="7scenes / nrgbd: one keyframe every N frames (default: the protocol's)")
+    ev.add_argument("--max-sequences", dest="max_sequences", type=POSITIVE, default=None,
+                    help="co3d: at most N test sequences per category; 7scenes / nrgbd: the first N (quick runs)")
     ev.add_argument("--image-size", dest="image_size", type=POSITIVE, default=None,
                     help="default: the model's img_size")
     ev.add_argument("--reference", default=None,
                     help="also score fidelity to this model (a shipped name or a checkpoint file): pose AUCs "
                          "with its cameras as the truth, and depth / point / rotation differences")
     ev.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     ev.add_argument("--threads", type=POSITIVE, default=2, help="CPU threads for torch")
     ev.add_argument("--no-baselines", dest="no_baselines", action="store_true",
-                    help="skip the trivial baselines' rows")
+                    help="rendered: skip the trivial baselines' rows")
     ev.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
 

@@ -129,6 +129,15 @@ def pose_auc(errors_deg, max_threshold: int) -> float:
     return float(np.mean(np.cumsum(histogram / errors.size)) * 100.0)
 
 
+def rotation_angles_deg(extrinsics, reference) -> np.ndarray:
+    """[S] angles between the rotations of two camera sets [S, 3, 4], from
+    ``||R - R_ref||_F = 2 sqrt(2) sin(angle / 2)`` (exact near 0, unlike arccos of the trace)."""
+    rot = np.asarray(extrinsics, np.float64)[:, :, :3]
+    rot_ref = np.asarray(reference, np.float64)[:, :, :3]
+    half_sin = np.linalg.norm(rot - rot_ref, axis=(1, 2)) / (2 * np.sqrt(2))
+    return np.degrees(2 * np.arcsin(np.clip(half_sin, 0, 1)))
+
+
 def camera_metrics(pred_extrinsics, gt_extrinsics) -> dict[str, float]:
     """Co3D-style pose metrics of one sequence, all in percent.
 

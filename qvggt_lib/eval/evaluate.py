@@ -64,7 +64,7 @@ import torch
 
 from ..data import SPLITS, render_split
 from ..geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
-from ..metrics import camera_metrics, reconstruction_metrics
+from ..metrics import camera_metrics, reconstruction_metrics, rotation_angles_deg
 
 METRIC_KEYS = (
     "auc30", "auc15", "auc5", "auc3", "rra30", "rta30",
@@ -139,14 +139,10 @@ def fidelity_metrics(pred: dict, reference: dict, valid) -> dict[str, float]:
     depth_ref = np.asarray(reference["depth"], np.float64)[valid]
     points = np.asarray(pred["world_points"], np.float64)[valid]
     points_ref = np.asarray(reference["world_points"], np.float64)[valid]
-    rot = np.asarray(pred["extrinsics"][:, :, :3], np.float64)
-    rot_ref = np.asarray(reference["extrinsics"][:, :, :3], np.float64)
-    # ||R - R_ref||_F = 2 sqrt(2) sin(angle / 2): exact near 0, where arccos of the trace is not
-    half_sin = np.linalg.norm(rot - rot_ref, axis=(1, 2)) / (2 * np.sqrt(2))
     return {
         "depth_rel_diff": 100 * float(np.mean(np.abs(depth - depth_ref) / np.abs(depth_ref))),
         "points_rel_diff": 100 * float(np.linalg.norm(points - points_ref) / np.linalg.norm(points_ref)),
-        "rotation_diff_deg": float(np.degrees(2 * np.arcsin(np.clip(half_sin, 0, 1))).mean()),
+        "rotation_diff_deg": float(rotation_angles_deg(pred["extrinsics"], reference["extrinsics"]).mean()),
         **{key: value for key, value in camera_metrics(pred["extrinsics"], reference["extrinsics"]).items()
            if key in POSE_FIDELITY_KEYS},
     }

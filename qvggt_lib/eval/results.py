@@ -116,11 +116,13 @@ def now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
 
 
-def quantize_and_evaluate(model, config, calibration, evaluate_model, progress: bool = False) -> dict:
-    """Quantize ``model`` with ``config`` and score it: {"config", "calibration_seconds",
-    "report", **evaluate_model(q_model)}. The one loop behind every table row."""
+def quantize_and_evaluate(model, config, calibration, evaluate_model, progress: bool = False,
+                          **quantize_options) -> dict:
+    """Quantize ``model`` with ``config`` (and ``quantize_options``, e.g. resume_file) and score it:
+    {"config", "calibration_seconds", "report", **evaluate_model(q_model)}. The one loop behind
+    every table row."""
     tic = time.perf_counter()
-    q_model = quantize(model, config, calibration=calibration, progress=progress)
+    q_model = quantize(model, config, calibration=calibration, progress=progress, **quantize_options)
     return {"config": dataclasses.asdict(config) | {"type": type(config).__name__},
             "calibration_seconds": time.perf_counter() - tic,
             "report": q_model.quant_report.summary(), **evaluate_model(q_model)}
@@ -273,7 +275,11 @@ class ResultsRun:
         partial = self.json_path.with_name(self.json_path.name + ".tmp")
         partial.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
         os.replace(partial, self.json_path)  # a reader sees the old file or the new one
-        self.md_path.write_text(markdown(self.data, self.quick))
+        self.md_path.write_text(self.markdown())
+
+    def markdown(self) -> str:
+        """The markdown page of the stored entries."""
+        return markdown(self.data, self.quick)
 
     def run(self, sections=SECTIONS) -> None:
         """The float entry, then every section named, in order (entries another process is
