@@ -6,7 +6,9 @@ quantization error by granularity, and the figures of notebooks 00 and 01 (table
     capture_inputs(model, images, sites)    -> the raw input of chosen layers, [S, P, C] per site
     activation_fake_quantize(x, bits, g)    -> x quantize-dequantized per tensor / token / channel
     quantization_error(x, x_hat)            -> relative MSE and SQNR in dB
-    plot_block_curves / plot_token_distributions / plot_channel_absmax / plot_training_evolution
+    plot_scene_prediction(scene, pred)      -> plot_scene with labelled units, legend and title (notebook 00)
+    plot_block_curves / plot_token_distributions / plot_channel_absmax / plot_training_evolution /
+    plot_token_channel_heatmap              -> the figures of notebook 01
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..metrics import umeyama_sim3
 from ..quant.observers import hooks
@@ -28,6 +32,28 @@ from .activations import TOKEN_TYPES
 
 TOKEN_COLOURS = {"camera": "tab:red", "register": "tab:orange", "patch": "tab:blue"}
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_token", "per_channel")
+
+# Readable axis labels for the keys of ``activation_statistics`` (activations carry no physical
+# unit: max |x| and the standard deviation are in the activation's own units, the rest are ratios).
+STAT_LABELS = {
+    "max_abs": "max |x| (activation units)",
+    "std": "standard deviation σ (activation units)",
+    "kurtosis": "kurtosis E[(x−μ)⁴]/σ⁴ (Gaussian: 3)",
+    "channel_outlier_ratio": "channel outlier ratio max_j m_j / median_j m_j",
+}
+STAT_NAMES = {
+    "max_abs": "max |x|",
+    "std": "standard deviation",
+    "kurtosis": "kurtosis",
+    "channel_outlier_ratio": "channel outlier ratio",
+}
+SITE_NAMES = {
+    "residual": "residual stream (block input)",
+    "qkv": "qkv input (after norm1)",
+    "proj": "proj input (attention output)",
+    "fc1": "fc1 input (after norm2)",
+    "fc2": "fc2 input (after GELU)",
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,6 +126,37 @@ def align_prediction(pred: dict, scene: dict, max_points: int = 20000, seed: int
         out["extrinsics"] = np.concatenate([rot, trans[..., None]], axis=-1).astype(np.float32)
     out["sim3_scale"], out["sim3_rotation"], out["sim3_translation"] = float(s), R, t
     return out
+
+
+def plot_scene_prediction(scene: dict, pred: dict, title: str | None = None, max_frames: int = 4) -> Figure:
+    """``qvggt_lib.data.plot_scene`` with what a reader needs: units, a full legend and a title.
+
+    ``pred`` must already be in the scene's frame (see :func:`align_prediction`). The renderer's
+    lengths have no unit ("scene units", rooms 8-12 wide), and so have the depth colour bars and
+    the 3-D axes; the legend names the true and the predicted (aligned) cameras and the points.
+    """
+    from ..data import plot_scene
+
+    fig = plot_scene(scene, pred, max_frames=max_frames)
+    row_names = {"image": "input image", "depth": "true depth", "predicted depth": "predicted depth\n(aligned)"}
+    camera_names = {"cameras": "true cameras", "predicted cameras": "predicted cameras (aligned by Sim(3))"}
+    for ax in fig.axes:
+        if ax.name == "3d":
+            handles, labels = ax.get_legend_handles_labels()
+            handles.append(Line2D([], [], linestyle="none", marker=".", color="tab:green"))
+            labels = [camera_names.get(label, label) for label in labels] + [
+                "true world points (coloured by the images)"]
+            ax.legend(handles, labels, loc="upper left", fontsize="small")
+            ax.set_xlabel("x (scene units)")
+            ax.set_ylabel("y (scene units)")
+            ax.set_zlabel("z (scene units)")
+        elif ax.get_ylabel() == "z-depth":
+            ax.set_ylabel("depth (scene units)")
+        elif ax.get_ylabel() in row_names:
+            ax.set_ylabel(row_names[ax.get_ylabel()])
+    fig.suptitle(title or f"scene {int(scene['seed'])}: input, true and predicted depth (same colour scale), "
+                          "true and predicted cameras")
+    return fig
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,13 +252,22 @@ def granularity_errors(
 # ---------------------------------------------------------------------------------------
 
 
+def _stat_label(key: str) -> str:
+    return STAT_LABELS.get(key, key.replace("_", " "))
+
+
+def _stat_name(key: str) -> str:
+    return STAT_NAMES.get(key, key.replace("_", " "))
+
+
 def plot_block_curves(
     stats: dict, site: str = "residual", keys=("max_abs", "kurtosis"), log_keys=("max_abs",)
 ) -> Figure:
     """Statistics over blocks, one panel per (key, frame/global), one line per token type.
 
-    ``stats`` is ``qvggt_lib.activations.activation_statistics``' result. This is the analogue of
-    the QuantVGGT paper's Fig. 3/7 (token magnitudes by block), for all blocks at once.
+    ``stats`` is ``qvggt_lib.course.activations.activation_statistics``' result. This is the
+    analogue of the QuantVGGT paper's Fig. 3/7 (token magnitudes by block), for all blocks at once.
+    Axes carry readable labels (``STAT_LABELS``); kurtosis panels mark the Gaussian value 3.
     """
     kinds = ("frame_blocks", "global_blocks")
     fig, axes = plt.subplots(
@@ -213,18 +279,22 @@ def plot_block_curves(
             for t in TOKEN_TYPES:
                 values = [block[site][t][key] for block in stats[kind]]
                 ax.plot(range(len(values)), values, marker="o", color=TOKEN_COLOURS[t], label=t)
+            if key == "kurtosis":
+                ax.axhline(3.0, color="grey", linestyle=":", linewidth=1.0, label="Gaussian (3)")
             if key in log_keys:
                 ax.set_yscale("log")
-            ax.set_xlabel(f"{kind.split('_')[0]} block")
-            ax.set_ylabel(key)
-            ax.set_title(f"{key} of the {site} input, {kind.replace('_', ' ')}")
+            ax.set_xticks(range(len(stats[kind])))
+            ax.set_xlabel(f"{kind.split('_')[0]} block index")
+            ax.set_ylabel(_stat_label(key) + (", log scale" if key in log_keys else ""))
+            ax.set_title(f"{_stat_name(key)}: {SITE_NAMES.get(site, site)}, {kind.replace('_', ' ')}",
+                         fontsize="medium")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
     return fig
 
 
 def plot_token_distributions(groups: dict[str, torch.Tensor], title: str, bins: int = 80) -> Figure:
-    """Left: histograms (log counts) of all values per token type; right: violins of |x|."""
+    """Left: histograms (log density) of all values per token type; right: violins of |x|."""
     fig, (ax_hist, ax_violin) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     values = {t: groups[t].reshape(-1).double().numpy() for t in TOKEN_TYPES if t in groups}
     edges = np.linspace(
@@ -241,8 +311,8 @@ def plot_token_distributions(groups: dict[str, torch.Tensor], title: str, bins: 
             label=t,
         )
     ax_hist.set_yscale("log")
-    ax_hist.set_xlabel("activation value")
-    ax_hist.set_ylabel("density (log)")
+    ax_hist.set_xlabel("activation value x (activation units)")
+    ax_hist.set_ylabel("probability density (log scale)")
     ax_hist.set_title(f"{title}: value histogram")
     ax_hist.legend(fontsize="small")
     parts = ax_violin.violinplot(
@@ -254,36 +324,90 @@ def plot_token_distributions(groups: dict[str, torch.Tensor], title: str, bins: 
     ax_violin.set_yscale("symlog", linthresh=0.1)
     ax_violin.set_ylim(bottom=0.0)
     ax_violin.set_xlabel("token type")
-    ax_violin.set_ylabel("|activation|")
-    ax_violin.set_title(f"{title}: |x| per token type")
+    ax_violin.set_ylabel("|x| (symlog scale)")
+    ax_violin.set_title(f"{title}: |x| per token type (bars: median, extremes)")
     return fig
 
 
-def plot_channel_absmax(groups: dict[str, torch.Tensor], title: str, top_k: int = 5) -> Figure:
-    """Per-channel max |x| over tokens, one line per token type; the ``top_k`` channels of the
-    patch tokens (or of the first type given) are marked."""
-    fig, ax = plt.subplots(figsize=(11, 3.6), layout="constrained")
-    marked = "patch" if "patch" in groups else next(iter(groups))
+def plot_channel_absmax(
+    groups: dict[str, torch.Tensor], title: str, top_k: int = 3, ax=None
+) -> Figure:
+    """Sorted per-channel abs-max profile, one curve per token type.
+
+    For each channel j, ``m_j = max over tokens |x_j|``; the channels are sorted from the largest
+    ``m_j`` down and plotted against their rank on log-log axes, so a few outlier channels show as
+    a jump at the left end and a flat profile as a flat line, whatever the width (128 or 4096).
+    The legend gives each type's outlier ratio ``max_j m_j / median_j m_j`` and its ``top_k``
+    channel indices. Draws into ``ax`` if given, else into a new figure.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    else:
+        fig = ax.figure
     for t in TOKEN_TYPES:
         if t not in groups:
             continue
         profile = groups[t].abs().amax(dim=0).double().numpy()
-        ax.plot(profile, color=TOKEN_COLOURS[t], linewidth=1.0, label=t)
-        if t == marked:
-            top = np.argsort(-profile)[:top_k]
-            ax.scatter(
-                top,
-                profile[top],
-                color=TOKEN_COLOURS[t],
-                marker="v",
-                zorder=3,
-                label=f"top-{top_k} {t} channels",
-            )
+        order = np.argsort(-profile, kind="stable")
+        ranked = profile[order]
+        ratio = ranked[0] / max(float(np.median(profile)), 1e-12)
+        top = ", ".join(str(int(c)) for c in order[:top_k])
+        ax.plot(np.arange(1, len(ranked) + 1), ranked, color=TOKEN_COLOURS[t], linewidth=1.5,
+                label=f"{t}: max/median {ratio:.1f}, top channels {top}")
+        ax.plot(1, ranked[0], marker="o", color=TOKEN_COLOURS[t])
+    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("channel")
-    ax.set_ylabel("max |x| over tokens")
-    ax.set_title(f"{title}: per-channel abs-max")
-    ax.legend(fontsize="small", ncol=4)
+    ax.set_xlabel("channel rank (sorted by max |x|, log scale)")
+    ax.set_ylabel("max |x| over tokens (log scale)")
+    ax.set_title(f"{title}: sorted per-channel abs-max", fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="x-small", loc="lower left")
+    return fig
+
+
+def plot_token_channel_heatmap(
+    panels: dict[str, torch.Tensor],
+    patch_start_idx: int,
+    title: str,
+    frame: int = 0,
+    max_patch_tokens: int = 64,
+    log: bool = False,
+) -> Figure:
+    """|x| of one frame's tokens (rows) by channels (columns), the picture of the paper's Fig. 3.
+
+    ``panels`` maps a panel title to an activation ``[S, P, C]`` (as ``capture_inputs`` returns)
+    or one frame ``[P, C]``; each panel is one column of the figure. In each, the upper axes show
+    the special tokens (camera, then the registers) and the lower axes the first
+    ``max_patch_tokens`` patch tokens (all of them for the tiny model), on one colour scale with
+    one colour bar, so that five rows among hundreds stay visible. Linear colours by default
+    (where the large values are); ``log=True`` shows three decades below the largest value.
+    """
+    fig = plt.figure(figsize=(6.2 * len(panels), 4.8), layout="constrained")
+    grid = fig.add_gridspec(2, len(panels), height_ratios=(1, 2.4))
+    for col, (name, x) in enumerate(panels.items()):
+        x = torch.as_tensor(x)
+        if x.dim() == 3:
+            x = x[frame]
+        if x.dim() != 2 or x.shape[0] <= patch_start_idx:
+            raise ValueError(f"x must be [S, P, C] or [P, C] with P > patch_start_idx, got {tuple(x.shape)}")
+        shown = x[: patch_start_idx + max_patch_tokens].abs().double().numpy()
+        top = float(shown.max())
+        norm = LogNorm(vmin=top / 1e3, vmax=top) if log else plt.Normalize(vmin=0.0, vmax=top)
+        ax_special = fig.add_subplot(grid[0, col])
+        ax_patch = fig.add_subplot(grid[1, col], sharex=ax_special)
+        for ax, rows in ((ax_special, shown[:patch_start_idx]), (ax_patch, shown[patch_start_idx:])):
+            image = ax.imshow(rows, aspect="auto", interpolation="nearest", cmap="magma", norm=norm)
+        names = ["camera"] + [f"register {i}" for i in range(1, patch_start_idx)]
+        ax_special.set_yticks(range(patch_start_idx), names, fontsize="small")
+        for tick, text in zip(ax_special.get_yticklabels(), names, strict=True):
+            tick.set_color(TOKEN_COLOURS["camera" if text == "camera" else "register"])
+        ax_special.tick_params(labelbottom=False)
+        ax_special.set_title(f"{title}: {name}" if title else name, fontsize="medium")
+        shown_patches, all_patches = shown.shape[0] - patch_start_idx, x.shape[0] - patch_start_idx
+        ax_patch.set_ylabel(f"patch token ({'all' if shown_patches == all_patches else 'first'} {shown_patches})")
+        ax_patch.set_xlabel("channel")
+        fig.colorbar(image, ax=[ax_special, ax_patch],
+                     label="|x| (activation units" + (", log scale)" if log else ")"))
     return fig
 
 
@@ -300,27 +424,32 @@ def load_training_stats(path) -> dict[int, dict] | None:
 def plot_training_evolution(
     history: dict[int, dict], site: str = "residual", keys=("max_abs", "kurtosis")
 ) -> Figure:
-    """How the statistics evolve over training: per step, the maximum over blocks of each ``key``,
-    one line per token type (solid: frame blocks, dashed: global blocks)."""
+    """How the statistics evolve over training: per snapshot, the maximum over blocks of each
+    ``key``, one marker per token type (filled circles: frame blocks, open squares: global blocks).
+
+    The snapshots are few (the shipped run has three), so they are drawn as separate markers
+    at their steps, not joined into a curve that would suggest values in between.
+    """
     steps = sorted(history)
     fig, axes = plt.subplots(
-        1, len(keys), figsize=(5.5 * len(keys), 3.6), squeeze=False, layout="constrained"
+        1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False, layout="constrained"
     )
+    span = (max(steps) - min(steps)) or 1
     for ax, key in zip(axes[0], keys, strict=True):
-        for kind, style in (("frame_blocks", "-"), ("global_blocks", "--")):
-            for t in TOKEN_TYPES:
+        for offset, (kind, marker, fill) in zip(
+            (-1, 1), (("frame_blocks", "o", "full"), ("global_blocks", "s", "none")), strict=True
+        ):
+            for shift, t in zip((-1, 0, 1), TOKEN_TYPES, strict=True):
                 values = [max(block[site][t][key] for block in history[s][kind]) for s in steps]
-                ax.plot(
-                    steps,
-                    values,
-                    style,
-                    marker=".",
-                    color=TOKEN_COLOURS[t],
-                    label=f"{kind.split('_')[0]}/{t}",
-                )
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"max over blocks of {key}")
-        ax.set_title(f"{key} of the {site} input over training")
+                x = [s + span * (0.006 * offset + 0.012 * shift) for s in steps]
+                ax.plot(x, values, linestyle="none", marker=marker, fillstyle=fill, markersize=7,
+                        color=TOKEN_COLOURS[t], label=f"{kind.split('_')[0]} blocks, {t}")
+        if key == "kurtosis":
+            ax.axhline(3.0, color="grey", linestyle=":", linewidth=1.0, label="Gaussian (3)")
+        ax.set_xticks(steps)
+        ax.set_xlabel(f"training step ({len(steps)} snapshots)")
+        ax.set_ylabel(f"max over blocks of {_stat_label(key)}", fontsize="small")
+        ax.set_title(f"{_stat_name(key)}, {SITE_NAMES.get(site, site)}", fontsize="medium")
         if key == "max_abs":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

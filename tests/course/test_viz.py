@@ -18,6 +18,8 @@ from qvggt_lib.course.viz import (
     plot_block_curves,
     plot_channel_absmax,
     plot_point_clouds,
+    plot_scene_prediction,
+    plot_token_channel_heatmap,
     plot_token_distributions,
     plot_training_evolution,
     quantization_error,
@@ -144,7 +146,73 @@ def test_figures_have_labelled_axes(tmp_path):
     for fig in figures:
         for ax in fig.axes:
             assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+            # readable labels, not the raw dictionary keys of activation_statistics
+            assert not {"max_abs", "channel_outlier_ratio"} & {ax.get_ylabel(), ax.get_title()}
         plt.close(fig)
+
+
+def test_training_evolution_draws_snapshots_as_markers_not_curves():
+    stats = _stats()
+    history = {0: stats, 50: stats, 100: stats}
+    fig = plot_training_evolution(history, keys=("kurtosis",))
+    ax = fig.axes[0]
+    points = [line for line in ax.get_lines() if line.get_marker() not in (None, "None", "")]
+    assert points and all(line.get_linestyle() == "None" for line in points)   # no joining lines
+    assert all(len(line.get_xdata()) == 3 for line in points)                   # one marker per snapshot
+    assert list(ax.get_xticks()) == [0, 50, 100] and "3 snapshots" in ax.get_xlabel()
+    plt.close(fig)
+
+
+def test_channel_absmax_is_a_sorted_profile_and_draws_into_given_axes():
+    x = torch.randn(40, 32, generator=torch.Generator().manual_seed(0))
+    x[:, 7] *= 20.0  # one outlier channel
+    groups = {"camera": x[:4], "register": x[4:8], "patch": x[8:]}
+    fig, axes = plt.subplots(1, 2)
+    assert plot_channel_absmax(groups, "test", ax=axes[1]) is fig
+    curves = [line for line in axes[1].get_lines() if len(line.get_ydata()) == 32]
+    assert len(curves) == 3
+    for line in curves:
+        y = np.asarray(line.get_ydata())
+        assert np.all(np.diff(y) <= 0)  # sorted from the largest channel down
+    labels = [text.get_text() for text in axes[1].get_legend().get_texts()]
+    assert all("top channels 7" in label for label in labels)
+    assert not axes[0].get_lines()
+    plt.close(fig)
+
+
+def test_token_channel_heatmap_marks_special_tokens_and_has_a_colour_bar():
+    x = torch.randn(2, 5 + 16, 32, generator=torch.Generator().manual_seed(0))
+    x[:, :5, 3] = 40.0
+    fig = plot_token_channel_heatmap({"residual": x, "qkv": x[1]}, 5, "test", max_patch_tokens=8)
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 4  # special strip and patch block per panel
+    special = images[0]
+    assert [t.get_text() for t in special.get_yticklabels()] == ["camera"] + [f"register {i}" for i in range(1, 5)]
+    assert special.images[0].get_array().shape == (5, 32) and images[1].images[0].get_array().shape == (8, 32)
+    assert "first 8" in images[1].get_ylabel() and images[1].get_xlabel() == "channel"
+    # one colour bar per panel, labelled; the special strip and the patches share one colour scale
+    colour_bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("|x|")]
+    assert len(colour_bars) == 2
+    assert special.images[0].norm.vmax == images[1].images[0].norm.vmax == 40.0
+    with pytest.raises(ValueError):
+        plot_token_channel_heatmap({"bad": torch.zeros(3, 32)}, 5, "test")
+    plt.close(fig)
+
+
+def test_scene_prediction_figure_has_units_legend_and_title():
+    from qvggt_lib.data import render_scene
+
+    scene = render_scene(0, num_frames=2, image_size=28)
+    pred = {"extrinsics": scene["extrinsics"], "depth": scene["depth"]}
+    fig = plot_scene_prediction(scene, pred)
+    assert fig._suptitle is not None and fig._suptitle.get_text()
+    ax3d = [ax for ax in fig.axes if ax.name == "3d"][0]
+    labels = [text.get_text() for text in ax3d.get_legend().get_texts()]
+    assert labels[:2] == ["true cameras", "predicted cameras (aligned by Sim(3))"] and len(labels) == 3
+    assert "scene units" in ax3d.get_xlabel() and "scene units" in ax3d.get_zlabel()
+    colour_bar_labels = [ax.get_ylabel() for ax in fig.axes if "depth (scene units)" == ax.get_ylabel()]
+    assert len(colour_bar_labels) == 2  # true and predicted depth
+    plt.close(fig)
 
 
 def test_point_cloud_figure():
