@@ -165,13 +165,16 @@ def block_output_errors(reference: nn.Module, model: nn.Module, images_list,
     return {name: (diff / max(norm, 1e-300)) ** 0.5 for name, (diff, norm) in squares.items()}
 
 
-def prediction_errors(model: nn.Module, scenes: list[dict], reference: list[dict]) -> dict[str, float]:
+def prediction_errors(model: nn.Module, scenes: list[dict], reference: list[dict],
+                      per_scene: bool = False) -> dict:
     """How a (quantized) model's depth and point maps differ from reference predictions.
 
     scenes: rendered scenes (``render_split`` / ``course_scenes`` dicts); reference: the float
     model's outputs on them, same order. Returns ``depth`` and ``world_points`` (relative error
     vs the reference, pooled over scenes) and ``depth_abs_rel`` (against the ground truth,
-    median-aligned per frame, mean over scenes).
+    median-aligned per frame, mean over scenes). With ``per_scene`` also ``depth_per_scene``
+    and ``world_points_per_scene``: the same relative errors scene by scene (lists, scene order),
+    from the same single forward per scene.
     """
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -181,6 +184,9 @@ def prediction_errors(model: nn.Module, scenes: list[dict], reference: list[dict
                             torch.cat([r[key].flatten() for r in reference]))
         for key in ("depth", "world_points")
     }
+    if per_scene:
+        for key in ("depth", "world_points"):
+            result[f"{key}_per_scene"] = [relative_error(o[key], r[key]) for o, r in zip(outs, reference)]
     abs_rel = [depth_metrics(o["depth"][0].float().cpu().numpy(), s["depth"], s["valid"])
                ["depth_abs_rel"] for o, s in zip(outs, scenes)]
     result["depth_abs_rel"] = float(sum(abs_rel) / len(abs_rel))

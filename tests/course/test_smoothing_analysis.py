@@ -135,3 +135,17 @@ def test_block_and_prediction_errors(model, calib):
     zero = prediction_errors(model, [scene], reference)
     assert zero["depth"] == zero["world_points"] == 0.0 and zero["depth_abs_rel"] > 0
     assert prediction_errors(q, [scene], reference)["depth"] > 0
+
+
+def test_prediction_errors_per_scene(model, calib):
+    q = quantize_from_statistics(model, CLOSED_FORM["base"])
+    scenes = [render_split("test", i, num_frames=FRAMES, image_size=SIZE) for i in range(2)]
+    with torch.no_grad():
+        reference = [model(torch.as_tensor(scene["images"])) for scene in scenes]
+    both = prediction_errors(q, scenes, reference, per_scene=True)
+    assert "depth_per_scene" not in prediction_errors(q, scenes, reference)
+    for key in ("depth", "world_points"):
+        alone = [prediction_errors(q, [scene], [ref])[key] for scene, ref in zip(scenes, reference)]
+        assert both[f"{key}_per_scene"] == pytest.approx(alone, rel=1e-12)  # same forward, same arithmetic
+        # the pooled error lies between the per-scene ones (a weighted root mean square of them)
+        assert min(alone) * (1 - 1e-12) <= both[key] <= max(alone) * (1 + 1e-12)
