@@ -16,7 +16,10 @@ on the shipped tiny VGGT or on the real VGGT-1B with a user's checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import sys
 import warnings
 
 import numpy as np
@@ -67,3 +70,20 @@ def course_scenes(
 def scene_images(scene: dict, device: str = "cpu") -> torch.Tensor:
     """A rendered scene's images as a model input [S, 3, H, W]."""
     return torch.from_numpy(scene["images"]).to(device)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Send file descriptor 2 to /dev/null inside the block. torch's C++ profiler (behind the
+    benchmark timings) prints a start and a stop line there for every session; they say nothing
+    about the measurement. Python errors still raise as usual."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+

@@ -34,3 +34,14 @@ def test_scenes_follow_the_model_size_and_seeding_is_repeatable():
     assert torch.equal(a, torch.rand(3))
     with pytest.raises(ValueError, match="MODEL must be"):
         load_course_model("vggt-7b")
+
+
+def test_quiet_native_stderr_silences_file_descriptor_2_only_inside(capfd):
+    import os
+
+    from qvggt_lib.course import quiet_native_stderr
+
+    with quiet_native_stderr():
+        os.write(2, b"profiler_start\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
