@@ -44,8 +44,8 @@ def colored_points(pred: dict, images, source: str = "depth", keep: float = 0.5)
     """The confident points of one scene and their colours (see the module docstring)."""
     if source not in POINT_SOURCES:
         raise ValueError(f"source must be one of {sorted(POINT_SOURCES)}, got {source!r}")
-    if not 0 <= keep <= 1:
-        raise ValueError(f"keep must be a quantile in [0, 1], got {keep}")
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be the fraction of pixels to keep, in (0, 1], got {keep}")
     if source == "depth":
         points = unproject_depth_map_to_point_map(pred["depth"], pred["extrinsics"], pred["intrinsics"])
     else:

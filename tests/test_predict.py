@@ -139,7 +139,7 @@ def test_quantize_calibrates_on_image_folders(tmp_path, capsys):
     assert "gives 6 calibration candidates" in capsys.readouterr().err
 
 
-def test_official_checkpoint_loads_onto_meta_weights_without_a_copy(tmp_path, tiny):
+def test_official_checkpoint_loads_onto_a_meta_built_model_with_the_same_outputs(tmp_path, tiny):
     path = tmp_path / "model.pt"
     torch.save(tiny.state_dict(), path)  # an official-style file: a plain state dict, no metadata
     model = load_official(path, config="tiny")
@@ -150,3 +150,12 @@ def test_official_checkpoint_loads_onto_meta_weights_without_a_copy(tmp_path, ti
     assert all(torch.equal(expected[k], got[k]) for k in expected if isinstance(got[k], torch.Tensor))
     with pytest.raises(Exception, match="read as the official vggt-1b checkpoint"):
         load_official(path)  # tiny weights are not VGGT-1B's: the error says what was assumed
+
+
+@pytest.mark.parametrize("keep", [0.0, 1.5])
+def test_colored_points_refuses_a_keep_fraction_outside_0_1(keep):
+    scene = render_split("test", 0, num_frames=2, image_size=56)
+    truth = {"depth": scene["depth"], "extrinsics": scene["extrinsics"], "intrinsics": scene["intrinsics"],
+             "depth_conf": np.ones_like(scene["depth"])}
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        colored_points(truth, scene["images"], "depth", keep)

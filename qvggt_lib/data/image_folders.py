@@ -58,13 +58,14 @@ def image_folder_pool(root, num_frames: int = 8, image_size: int = 518, mode: st
     """NFDS calibration candidates from your own scenes: every scene of ``image_scenes(root)``
     gives ``len(images) // num_frames`` candidates (``spread_frames``), each ``[num_frames, 3, H, W]``
     preprocessed as VGGT's own loader does. A scene with fewer than ``num_frames`` images is an error."""
-    short = {name: len(paths) for name, paths in image_scenes(root).items() if len(paths) < num_frames}
+    scenes = image_scenes(root)
+    short = {name: len(paths) for name, paths in scenes.items() if len(paths) < num_frames}
     if short:
         listed = ", ".join(f"{name} ({count})" for name, count in list(short.items())[:5])
         raise ValueError(f"calibration scenes need at least {num_frames} images each; {listed} have fewer: "
                          "add images, remove those folders, or lower the frames per calibration scene")
     pool = []
-    for paths in image_scenes(root).values():
+    for paths in scenes.values():
         for frames in spread_frames(len(paths), num_frames):
             pool.append(load_and_preprocess_images([paths[i] for i in frames], mode=mode, size=image_size))
     return pool
